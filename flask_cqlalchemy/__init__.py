@@ -1,0 +1,24 @@
+"""Flask-CQLAlchemy: Cassandra models for Flask, with an async face for ``async def`` views."""
+from .errors import (
+    ConfigError,
+    CQLAlchemyError,
+    InvalidCursor,
+    InvalidPageSize,
+    NotInitializedError,
+    SchemaError,
+)
+from .extension import CQLAlchemy
+from .pagination import Page
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CQLAlchemy",
+    "CQLAlchemyError",
+    "ConfigError",
+    "InvalidCursor",
+    "InvalidPageSize",
+    "NotInitializedError",
+    "Page",
+    "SchemaError",
+]

@@ -1,0 +1,205 @@
+"""Reading and validating the ``CASSANDRA_*`` config keys.
+
+Config is read once, in ``init_app``, into an immutable :class:`Settings`;
+nothing else in the package looks at ``app.config``.
+"""
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from cassandra import ConsistencyLevel
+
+from .errors import ConfigError
+
+#: Cassandra's own rule for keyspace and table names (unquoted identifiers).
+IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+
+DEFAULT_PROTOCOL_VERSION = 5
+DEFAULT_MAX_PER_PAGE = 500
+
+_BOOL_KEYS = ("CASSANDRA_LAZY_CONNECT", "CASSANDRA_RETRY_CONNECT")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated connection settings of one app (or one bind)."""
+
+    hosts: tuple[str, ...]
+    keyspace: str
+    consistency: int | None = None
+    lazy_connect: bool = False
+    retry_connect: bool = False
+    port: int | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    protocol_version: int = DEFAULT_PROTOCOL_VERSION
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    setup_kwargs: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    max_per_page: int = DEFAULT_MAX_PER_PAGE
+    cursor_secret: bytes | None = field(default=None, repr=False)
+
+    def cluster_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`cassandra.cluster.Cluster`."""
+        options: dict[str, Any] = {"protocol_version": self.protocol_version}
+        if self.port is not None:
+            options["port"] = self.port
+        if self.username is not None:
+            from cassandra.auth import PlainTextAuthProvider
+
+            options["auth_provider"] = PlainTextAuthProvider(self.username, self.password)
+        if self.ssl_context is not None:
+            options["ssl_context"] = self.ssl_context
+        options.update(self.setup_kwargs)
+        return options
+
+
+def validate_keyspace_name(name: Any, key: str = "keyspace") -> str:
+    """Return ``name`` if it is a legal unquoted keyspace name, else raise.
+
+    Raises :class:`ConfigError` naming ``key``: names are interpolated into
+    DDL by cqlengine, so anything but a plain identifier is refused.
+    """
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise ConfigError(
+            key,
+            f"expected a keyspace name of 1-48 letters, digits or underscores "
+            f"starting with a letter, got {name!r}",
+        )
+    return name
+
+
+def parse_consistency(value: Any, key: str = "CASSANDRA_CONSISTENCY") -> int | None:
+    """Accept a ``ConsistencyLevel`` value or its name (``"LOCAL_QUORUM"``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a ConsistencyLevel or its name, got {value!r}")
+    if isinstance(value, int):
+        if value not in ConsistencyLevel.value_to_name:
+            raise ConfigError(key, f"{value!r} is not a ConsistencyLevel value")
+        return value
+    if isinstance(value, str):
+        level = ConsistencyLevel.name_to_value.get(value.strip().upper())
+        if level is None:
+            names = ", ".join(sorted(ConsistencyLevel.name_to_value))
+            raise ConfigError(key, f"unknown consistency level {value!r}; expected one of {names}")
+        return level
+    raise ConfigError(key, f"expected a ConsistencyLevel or its name, got {type(value).__name__}")
+
+
+def _hosts(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part for part in value.split(",")]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(key, f"expected a non-empty list of host names, got {value!r}")
+    hosts = []
+    for host in value:
+        if not isinstance(host, str) or not host.strip():
+            raise ConfigError(key, f"every host must be a non-empty string, got {host!r}")
+        hosts.append(host.strip())
+    return tuple(hosts)
+
+
+def _int(value: Any, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(key, f"expected a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _ssl_context(value: Any, key: str) -> ssl.SSLContext | None:
+    """``CASSANDRA_SSL`` is an ``SSLContext`` or a dict of certificate paths."""
+    if value is None or isinstance(value, ssl.SSLContext):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"expected an ssl.SSLContext or a dict of paths, got {type(value).__name__}")
+    unknown = set(value) - {"ca_file", "cert_file", "key_file", "check_hostname"}
+    if unknown:
+        raise ConfigError(key, f"unknown entries {sorted(unknown)}; expected ca_file, cert_file, key_file, check_hostname")
+    if "ca_file" not in value:
+        raise ConfigError(key, "ca_file is required to verify the node's certificate")
+    try:
+        context = ssl.create_default_context(cafile=value["ca_file"])
+        context.check_hostname = bool(value.get("check_hostname", False))
+        if "cert_file" in value:
+            context.load_cert_chain(value["cert_file"], value.get("key_file"))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(key, f"cannot load certificates: {exc}") from exc
+    return context
+
+
+def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Settings:
+    """Validate ``config`` and return :class:`Settings`.
+
+    ``prefix`` is ``"CASSANDRA_"`` for the app's own keys; for a bind the
+    mapping is the bind's dict and keys are given without prefix.
+
+    Raises :class:`ConfigError` naming the first missing or malformed key.
+    """
+
+    def name(key: str) -> str:
+        return prefix + key
+
+    if config.get(name("HOSTS")) in (None, "", [], ()):
+        raise ConfigError(name("HOSTS"), "is required: a list of contact points, e.g. ['127.0.0.1']")
+    hosts = _hosts(config[name("HOSTS")], name("HOSTS"))
+    if config.get(name("KEYSPACE")) in (None, ""):
+        raise ConfigError(name("KEYSPACE"), "is required: the default keyspace of this app's models")
+    keyspace = validate_keyspace_name(config[name("KEYSPACE")], name("KEYSPACE"))
+
+    flags = {}
+    for flag in ("LAZY_CONNECT", "RETRY_CONNECT"):
+        value = config.get(name(flag), False)
+        if not isinstance(value, bool):
+            raise ConfigError(name(flag), f"expected True or False, got {value!r}")
+        flags[flag] = value
+
+    setup_kwargs = config.get(name("SETUP_KWARGS")) or {}
+    if not isinstance(setup_kwargs, Mapping):
+        raise ConfigError(name("SETUP_KWARGS"), f"expected a dict of Cluster() keyword arguments, got {type(setup_kwargs).__name__}")
+    for forbidden in ("username", "password"):
+        if forbidden in setup_kwargs:
+            raise ConfigError(name("SETUP_KWARGS"), f"'{forbidden}' is not a Cluster() argument; use {name('USERNAME')} and {name('PASSWORD')}")
+
+    port = config.get(name("PORT"))
+    if port is not None:
+        port = _int(port, name("PORT"), 1, 65535)
+
+    username, password = config.get(name("USERNAME")), config.get(name("PASSWORD"))
+    if (username is None) != (password is None):
+        missing = name("PASSWORD") if password is None else name("USERNAME")
+        raise ConfigError(missing, "is required when the other credential is set")
+    for key, value in ((name("USERNAME"), username), (name("PASSWORD"), password)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(key, "expected a non-empty string")
+
+    protocol = config.get(name("PROTOCOL_VERSION"))
+    if protocol is None:
+        protocol = setup_kwargs.get("protocol_version", DEFAULT_PROTOCOL_VERSION)
+    protocol = _int(protocol, name("PROTOCOL_VERSION"), 3, 6)
+    if "protocol_version" in setup_kwargs and setup_kwargs["protocol_version"] != protocol:
+        raise ConfigError(name("PROTOCOL_VERSION"), f"{protocol} disagrees with {name('SETUP_KWARGS')}['protocol_version']={setup_kwargs['protocol_version']!r}")
+
+    max_per_page = _int(config.get(name("MAX_PER_PAGE"), DEFAULT_MAX_PER_PAGE), name("MAX_PER_PAGE"), 1, 100_000)
+
+    secret = config.get(name("CURSOR_SECRET"))
+    if secret is not None and not isinstance(secret, (str, bytes)):
+        raise ConfigError(name("CURSOR_SECRET"), "expected a string or bytes")
+
+    return Settings(
+        hosts=hosts,
+        keyspace=keyspace,
+        consistency=parse_consistency(config.get(name("CONSISTENCY")), name("CONSISTENCY")),
+        lazy_connect=flags["LAZY_CONNECT"],
+        retry_connect=flags["RETRY_CONNECT"],
+        port=port,
+        username=username,
+        password=password,
+        protocol_version=protocol,
+        ssl_context=_ssl_context(config.get(name("SSL")), name("SSL")),
+        setup_kwargs=dict(setup_kwargs),
+        max_per_page=max_per_page,
+        cursor_secret=secret.encode() if isinstance(secret, str) else secret,
+    )

@@ -1,0 +1,340 @@
+"""The Flask extension: config, connections and schema helpers."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+from cassandra import ConsistencyLevel, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout
+from cassandra.cluster import Cluster, NoHostAvailable, ResultSet, Session, _NOT_SET
+from cassandra.cqlengine import ValidationError, columns, management
+from cassandra.cqlengine import connection as cqlengine_connection
+from cassandra.cqlengine.usertype import UserType
+from cassandra.query import SimpleStatement
+from flask import Flask, current_app, has_app_context, jsonify
+
+from . import execution
+from .config import Settings, parse_consistency, read_settings, validate_keyspace_name
+from .errors import NotInitializedError, SchemaError
+from .model import make_model_base, make_user_type_base
+from .pagination import CursorCodec
+
+if TYPE_CHECKING:
+    from .aio import AsyncCQLAlchemy
+
+log = logging.getLogger("flask_cqlalchemy")
+
+EXTENSION_KEY = "cqlalchemy"
+_connection_ids = itertools.count(1)
+
+#: Driver errors that mean "the cluster cannot serve this now", answered 503.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    NoHostAvailable,
+    OperationTimedOut,
+    Unavailable,
+    ReadTimeout,
+    WriteTimeout,
+)
+
+
+@dataclass
+class AppState:
+    """What one app holds in ``app.extensions["cqlalchemy"]``."""
+
+    ext: "CQLAlchemy"
+    app_name: str
+    settings: Settings
+    connection_name: str
+    keyspace: str
+    cursor_codec: CursorCodec
+
+    @property
+    def connection(self) -> cqlengine_connection.Connection:
+        return cqlengine_connection.get_connection(self.connection_name)
+
+
+class _Connection(cqlengine_connection.Connection):
+    """cqlengine's connection (lazy and retry connect included), whose
+    session is routed through :mod:`flask_cqlalchemy.execution` and knows
+    this extension's user-defined types from the first query on."""
+
+    def __init__(self, name: str, settings: Settings, ext: "CQLAlchemy") -> None:
+        super().__init__(
+            name,
+            hosts=list(settings.hosts),
+            consistency=settings.consistency,
+            lazy_connect=settings.lazy_connect,
+            retry_connect=settings.retry_connect,
+            cluster_options=settings.cluster_options(),
+        )
+        self._keyspace = settings.keyspace
+        self._ext = ext
+
+    def setup(self) -> None:
+        if not self.lazy_connect:
+            log.debug("connecting %s to %s", self.name, ", ".join(self.hosts))
+        super().setup()
+
+    def setup_session(self) -> None:
+        super().setup_session()
+        execution.route_session(self.session)
+        for user_type in self._ext.user_types:
+            with contextlib.suppress(Exception):
+                self.cluster.register_user_type(self._keyspace, user_type.type_name(), user_type)
+        log.debug("connected %s (protocol v%s)", self.name, self.cluster.protocol_version)
+
+
+@contextlib.contextmanager
+def _schema_consent() -> Iterator[None]:
+    """An explicit schema call is the user's consent to schema management,
+    so cqlengine's CQLENG_ALLOW_SCHEMA_MANAGEMENT warning is not raised for it."""
+    key = management.CQLENG_ALLOW_SCHEMA_MANAGEMENT
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+
+
+class CQLAlchemy:
+    """Cassandra for a Flask app, through cqlengine models.
+
+    ``CQLAlchemy(app)`` or ``CQLAlchemy()`` then :meth:`init_app`. Declare
+    models on :attr:`Model`, columns from :attr:`columns`, user-defined
+    types on :attr:`UserType`.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self.columns = columns
+        self.Model: Any = make_model_base(self)
+        self.UserType: Any = make_user_type_base(self)
+        self._states: list[AppState] = []
+        self._aio: AsyncCQLAlchemy | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # -- set-up -------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Read the app's ``CASSANDRA_*`` config and connect (unless lazy).
+
+        Raises :class:`~flask_cqlalchemy.errors.ConfigError` naming the
+        missing or malformed key, ``RuntimeError`` if the app already has a
+        CQLAlchemy, and the driver's ``NoHostAvailable`` if no host answers
+        (unless ``CASSANDRA_LAZY_CONNECT`` or ``CASSANDRA_RETRY_CONNECT``).
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                f"A CQLAlchemy instance is already registered on app {app.name!r}; "
+                "call init_app once per app (use one CQLAlchemy per app, or app.extensions['cqlalchemy'])."
+            )
+        settings = read_settings(app.config)
+        secret = settings.cursor_secret or _as_bytes(app.secret_key)
+        name = f"flask_cqlalchemy.{next(_connection_ids)}.{app.name}"
+        connection = _Connection(name, settings, self)
+        cqlengine_connection._connections[name] = connection
+        try:
+            connection.setup()
+        except NoHostAvailable:
+            if not settings.retry_connect:
+                del cqlengine_connection._connections[name]
+                raise
+            log.warning("no Cassandra host answered at start; %s will retry on first use", name)
+        if cqlengine_connection.DEFAULT_CONNECTION not in cqlengine_connection._connections:
+            # Plain cqlengine code in the same process keeps working, as with
+            # the original extension's connection.setup().
+            cqlengine_connection.set_default_connection(name)
+        state = AppState(self, app.name, settings, name, settings.keyspace, CursorCodec(secret))
+        app.extensions[EXTENSION_KEY] = state
+        self._states.append(state)
+        if app.config.get("CASSANDRA_ERROR_HANDLERS", True):
+            _register_error_handlers(app)
+        app.shell_context_processor(self._shell_context)
+        log.debug("initialised for app %s, keyspace %s", app.name, settings.keyspace)
+
+    def state(self) -> AppState:
+        """The state of the current app, or of the last app initialised when
+        no app context is active (scripts, the Python shell).
+
+        Raises :class:`~flask_cqlalchemy.errors.NotInitializedError` before any ``init_app``.
+        """
+        if has_app_context():
+            state = current_app.extensions.get(EXTENSION_KEY)
+            if state is not None and state.ext is self:
+                return state
+        if not self._states:
+            raise NotInitializedError(
+                "CQLAlchemy is not initialised: call db.init_app(app) (or CQLAlchemy(app)) before using models."
+            )
+        return self._states[-1]
+
+    def shutdown(self) -> None:
+        """Close the cluster connections of every app this extension serves."""
+        for state in self._states:
+            cqlengine_connection.unregister_connection(state.connection_name)
+            log.debug("shut down %s", state.connection_name)
+        self._states.clear()
+
+    # -- models ---------------------------------------------------------------
+
+    @property
+    def models(self) -> list[type]:
+        """Every concrete model declared on :attr:`Model`, parents first."""
+        return [m for m in _subclasses(self.Model) if not m.__abstract__ and not m._is_context_clone()]
+
+    @property
+    def user_types(self) -> list[type[UserType]]:
+        """Every user-defined type declared on :attr:`UserType`."""
+        return _subclasses(self.UserType)
+
+    # -- schema ---------------------------------------------------------------
+
+    def sync_db(self) -> None:
+        """Create or alter the table of every model of this extension, and its
+        user-defined types. Raises :class:`~flask_cqlalchemy.errors.SchemaError`
+        when a keyspace does not exist.
+        """
+        state = self.state()
+        models = self.models
+        self._require_keyspaces({state.keyspace, *(m._get_keyspace() for m in models)})
+        with _schema_consent():
+            for user_type in self.user_types:
+                management.sync_type(state.keyspace, user_type, connection=state.connection_name)
+            for model in models:
+                log.debug("syncing table %s", model.column_family_name())
+                management.sync_table(model)
+
+    def sync_table(self, model: type) -> None:
+        """Create or alter the table of one model."""
+        self._require_keyspaces({model._get_keyspace()})
+        with _schema_consent():
+            management.sync_table(model)
+
+    def sync_type(self, type_model: type[UserType], keyspace: str | None = None) -> None:
+        """Create or alter one user-defined type (in the app's keyspace by default)."""
+        state = self.state()
+        keyspace = validate_keyspace_name(keyspace or state.keyspace)
+        with _schema_consent():
+            management.sync_type(keyspace, type_model, connection=state.connection_name)
+
+    def drop_table(self, model: type) -> None:
+        """Drop the table of one model."""
+        with _schema_consent():
+            management.drop_table(model)
+
+    def truncate(self, *models: type) -> None:
+        """Remove every row of the given models' tables (all models by default)."""
+        for model in models or self.models:
+            self.session.execute(f"TRUNCATE {model.column_family_name()}")
+
+    def create_keyspace_simple(self, name: str, replication_factor: int, durable_writes: bool = True) -> None:
+        """Create keyspace ``name`` with SimpleStrategy, unless it exists."""
+        validate_keyspace_name(name)
+        if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) or replication_factor < 1:
+            raise SchemaError(f"replication_factor must be a whole number of at least 1, got {replication_factor!r}")
+        with _schema_consent():
+            management.create_keyspace_simple(name, replication_factor, durable_writes, connections=[self.state().connection_name])
+
+    def create_keyspace_network_topology(self, name: str, dc_replication_map: dict[str, int], durable_writes: bool = True) -> None:
+        """Create keyspace ``name`` with NetworkTopologyStrategy, unless it exists."""
+        validate_keyspace_name(name)
+        with _schema_consent():
+            management.create_keyspace_network_topology(name, dc_replication_map, durable_writes, connections=[self.state().connection_name])
+
+    def drop_keyspace(self, name: str) -> None:
+        """Drop keyspace ``name`` and everything in it, if it exists."""
+        validate_keyspace_name(name)
+        with _schema_consent():
+            management.drop_keyspace(name, connections=[self.state().connection_name])
+
+    def set_keyspace(self, name: str | None = None) -> None:
+        """Use keyspace ``name`` for this app's models that do not set
+        ``__keyspace__``; with no name, go back to ``CASSANDRA_KEYSPACE``."""
+        state = self.state()
+        state.keyspace = state.settings.keyspace if name is None else validate_keyspace_name(name)
+        log.debug("app %s now uses keyspace %s", state.app_name, state.keyspace)
+
+    def _require_keyspaces(self, keyspaces: set[str]) -> None:
+        cluster = self.cluster
+        if not keyspaces <= set(cluster.metadata.keyspaces):
+            # Schema events reach the driver after a refresh window (2 s by
+            # default): a keyspace created by another client may not be known yet.
+            cluster.refresh_schema_metadata()
+        for keyspace in sorted(keyspaces):
+            if keyspace not in cluster.metadata.keyspaces:
+                raise SchemaError(
+                    f"keyspace {keyspace!r} does not exist; create it first, e.g. "
+                    f"db.create_keyspace_simple({keyspace!r}, replication_factor=1)"
+                )
+
+    # -- raw access -----------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        """The driver session of the current app (connects if lazy)."""
+        return self.state().connection.session
+
+    @property
+    def cluster(self) -> Cluster:
+        """The driver cluster of the current app (connects if lazy)."""
+        return self.state().connection.cluster
+
+    def execute(self, cql: str, params: Any = None, *, timeout: float | None = None, consistency: Any = None) -> ResultSet:
+        """Run one CQL statement with bound ``params``; return the driver's ResultSet."""
+        statement = SimpleStatement(cql, consistency_level=parse_consistency(consistency, "consistency"))
+        return self.session.execute(statement, params, timeout if timeout is not None else _NOT_SET)
+
+    @property
+    def aio(self) -> "AsyncCQLAlchemy":
+        """The async facade of this extension."""
+        if self._aio is None:
+            from .aio import AsyncCQLAlchemy
+
+            self._aio = AsyncCQLAlchemy(sync=self)
+        return self._aio
+
+    def _shell_context(self) -> dict[str, Any]:
+        return {"db": self, **{model.__name__: model for model in self.models}}
+
+    def __repr__(self) -> str:
+        return f"<CQLAlchemy apps={[s.app_name for s in self._states]}>"
+
+
+def _subclasses(base: type) -> list[Any]:
+    found: list[Any] = []
+    pending = list(base.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        if cls not in found:
+            found.append(cls)
+            pending.extend(cls.__subclasses__())
+    return found
+
+
+def _as_bytes(secret: Any) -> bytes | None:
+    if isinstance(secret, str):
+        return secret.encode()
+    return secret if isinstance(secret, bytes) else None
+
+
+def _register_error_handlers(app: Flask) -> None:
+    """A user's invalid value is a 400; a cluster that cannot answer is a 503."""
+
+    def invalid(error: ValidationError) -> Any:
+        return jsonify(error="invalid value", message=str(error)), 400
+
+    def unavailable(error: BaseException) -> Any:
+        log.warning("Cassandra unavailable: %s", error)
+        return jsonify(error="database unavailable", message=type(error).__name__), 503
+
+    app.register_error_handler(ValidationError, invalid)
+    for error_type in UNAVAILABLE_ERRORS:
+        app.register_error_handler(error_type, unavailable)
+
+
+__all__ = ["CQLAlchemy", "AppState", "ConsistencyLevel"]

@@ -1,0 +1,135 @@
+"""``db.Model`` and ``db.UserType``: per-extension abstract bases.
+
+Each :class:`~flask_cqlalchemy.CQLAlchemy` gets its own abstract base, so
+``sync_db`` knows exactly this extension's models, and each model asks its
+extension, at query time, for the connection and keyspace of the current
+app (which is what makes the app-factory pattern and ``set_keyspace`` work).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cassandra.cqlengine import models, usertype
+from cassandra.cqlengine.models import hybrid_classmethod
+
+from .query import QuerySet, send_captured
+
+if TYPE_CHECKING:
+    from .extension import CQLAlchemy
+
+
+class _InstanceState:
+    """What cqlengine's ``save``/``update`` change on an instance once the
+    statements are built. The async path builds first and sends after, so a
+    send that fails puts this back, as if the blocking call had raised."""
+
+    def __init__(self, instance: Any) -> None:
+        self._instance = instance
+        self._persisted = instance._is_persisted
+        self._timestamp = instance._timestamp
+        self._values = [(vm, vm.previous_value, vm.explicit) for vm in instance._values.values()]
+
+    def restore(self) -> None:
+        self._instance._is_persisted = self._persisted
+        self._instance._timestamp = self._timestamp
+        for vm, previous, explicit in self._values:
+            vm.previous_value = previous
+            vm.explicit = explicit
+
+
+class ModelMixin:
+    """Methods every ``db.Model`` gains on top of cqlengine's ``Model``."""
+
+    __cqlalchemy__: "CQLAlchemy"
+    __queryset__ = QuerySet
+
+    @classmethod
+    def _get_keyspace(cls) -> str:
+        return cls.__keyspace__ or cls.__cqlalchemy__.state().keyspace  # type: ignore[attr-defined]
+
+    @classmethod
+    def _class_get_connection(cls) -> str:
+        return cls.__connection__ or cls.__cqlalchemy__.state().connection_name  # type: ignore[attr-defined]
+
+    def _inst_get_connection(self) -> str:
+        return self._connection or self._class_get_connection()  # type: ignore[attr-defined]
+
+    _get_connection = hybrid_classmethod(_class_get_connection, _inst_get_connection)
+
+    @classmethod
+    def _is_context_clone(cls) -> bool:
+        """True for the throw-away subclasses cqlengine makes in ``ContextQuery``
+        and ``using(keyspace=...)`` (``sync_table`` makes one per call)."""
+        return cls.__module__ == models.__name__
+
+    @classmethod
+    def _discover_polymorphic_submodels(cls) -> None:
+        # cqlengine walks every subclass, and so registers its own clones of
+        # a child model (left behind by sync_table) in place of the child.
+        if not cls._is_polymorphic_base:  # type: ignore[attr-defined]
+            raise models.ModelException("_discover_polymorphic_submodels can only be called on polymorphic base classes")
+        pending = list(cls.__subclasses__())
+        while pending:
+            klass = pending.pop()
+            pending.extend(klass.__subclasses__())
+            if klass._is_context_clone() or klass.__discriminator_value__ is None:
+                continue
+            cls._discriminator_map[klass.__discriminator_value__] = klass  # type: ignore[attr-defined]
+
+    # -- sync twins ---------------------------------------------------------
+
+    @classmethod
+    def get_or_404(cls, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
+        """``Model.get`` that aborts with 404 when no row matches."""
+        return cls.objects.get_or_404(*args, description=description, **kwargs)  # type: ignore[attr-defined]
+
+    # -- async --------------------------------------------------------------
+
+    @classmethod
+    async def acreate(cls, **values: Any) -> Any:
+        """Validate and insert a new row; await and return the instance.
+
+        Validation errors are raised before anything is sent.
+        """
+        return await cls.objects.acreate(**values)  # type: ignore[attr-defined]
+
+    @classmethod
+    async def aget(cls, *args: Any, **kwargs: Any) -> Any:
+        """Await the single row matching the filters (``Model.get``)."""
+        return await cls.objects.aget(*args, **kwargs)  # type: ignore[attr-defined]
+
+    @classmethod
+    async def aget_or_404(cls, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
+        """:meth:`aget` that aborts with 404 when no row matches."""
+        return await cls.objects.aget_or_404(*args, description=description, **kwargs)  # type: ignore[attr-defined]
+
+    async def asave(self) -> Any:
+        """Await ``save()``: insert or update this instance."""
+        return await self._send_changes(self.save)  # type: ignore[attr-defined]
+
+    async def aupdate(self, **values: Any) -> Any:
+        """Await ``update(**values)`` of this instance."""
+        return await self._send_changes(lambda: self.update(**values))  # type: ignore[attr-defined]
+
+    async def adelete(self) -> None:
+        """Await ``delete()`` of this instance."""
+        await send_captured(self._inst_get_connection(), self.delete)  # type: ignore[attr-defined]
+
+    async def _send_changes(self, build: Any) -> Any:
+        state = _InstanceState(self)
+        try:
+            await send_captured(self._inst_get_connection(), build)
+        except BaseException:
+            state.restore()
+            raise
+        return self
+
+
+def make_model_base(ext: "CQLAlchemy") -> type:
+    """The abstract ``db.Model`` of one extension."""
+    return type(models.Model)("Model", (ModelMixin, models.Model), {"__abstract__": True, "__cqlalchemy__": ext, "__module__": __name__})
+
+
+def make_user_type_base(ext: "CQLAlchemy") -> type:
+    """The ``db.UserType`` of one extension (found by ``sync_db``)."""
+    return type("UserType", (usertype.UserType,), {"__cqlalchemy__": ext, "__module__": __name__})

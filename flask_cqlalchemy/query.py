@@ -1,0 +1,264 @@
+"""The queryset of ``db.Model``: cqlengine's, plus Flask helpers and async twins.
+
+Every async method builds its statement with cqlengine's own code
+(``_select_query``, ``update``, ``delete``) under :func:`execution.capture`
+and awaits the finished statement; rows become model instances through
+cqlengine's own result constructor.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, TypeVar
+
+from cassandra.cluster import ResultSet
+from cassandra.cqlengine.query import ModelQuerySet, check_applied
+from flask import abort
+
+from . import execution
+from .pagination import CursorCodec, Page, check_per_page
+
+if TYPE_CHECKING:
+    from .extension import CQLAlchemy
+
+R = TypeVar("R")
+
+
+async def send_captured(connection: str | None, build: Callable[[], R]) -> tuple[R, list[ResultSet]]:
+    """Run ``build`` (a cqlengine call) with its statements captured, then send
+    them one after another, awaited, as cqlengine would have sent them.
+
+    An LWT statement that was not applied raises ``LWTException`` and stops
+    the sequence, exactly like the blocking path.
+    """
+    await execution.ensure_connected(connection)
+    with execution.capture() as statements:
+        value = build()
+    results = []
+    for statement in statements:
+        result = await execution.send(statement)
+        check_applied(result)
+        results.append(result)
+    return value, results
+
+
+class QuerySet(ModelQuerySet):
+    """cqlengine's ``ModelQuerySet`` with ``*_or_404``, pagination and ``a*`` methods."""
+
+    # -- sync twins ---------------------------------------------------------
+
+    def get_or_404(self, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
+        """Like ``get``, but aborts with 404 when no row matches."""
+        try:
+            return self.get(*args, **kwargs)
+        except self.model.DoesNotExist:
+            abort(404, description=description or self._not_found(kwargs))
+
+    def first_or_404(self, description: str | None = None) -> Any:
+        """Like ``first``, but aborts with 404 when no row matches."""
+        obj = self.first()
+        if obj is None:
+            abort(404, description=description or self._not_found({}))
+        return obj
+
+    def paginate(self, per_page: Any = 20, cursor: str | None = None) -> Page[Any]:
+        """Fetch one page of ``per_page`` rows, starting at ``cursor``.
+
+        Raises :class:`~flask_cqlalchemy.errors.InvalidPageSize` or
+        :class:`~flask_cqlalchemy.errors.InvalidCursor` (both HTTP 400).
+        """
+        statement, per_page, paging_state = self._page_request(per_page, cursor)
+        return self._make_page(execution.send_sync(statement, paging_state), statement, per_page, cursor)
+
+    # -- async --------------------------------------------------------------
+
+    async def aget(self, *args: Any, **kwargs: Any) -> Any:
+        """Await the single row matching the filters.
+
+        Raises ``Model.DoesNotExist`` or ``Model.MultipleObjectsReturned``.
+        """
+        if args or kwargs:
+            return await self.filter(*args, **kwargs).aget()
+        found = []
+        async for obj in self:
+            found.append(obj)
+            if len(found) > 1:
+                raise self.model.MultipleObjectsReturned("Multiple objects found")
+        if not found:
+            raise self.model.DoesNotExist(self._not_found({}))
+        return found[0]
+
+    async def aget_or_404(self, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
+        """Like :meth:`aget`, but aborts with 404 when no row matches."""
+        try:
+            return await self.aget(*args, **kwargs)
+        except self.model.DoesNotExist:
+            abort(404, description=description or self._not_found(kwargs))
+
+    async def afirst(self) -> Any:
+        """Await the first matching row, or None."""
+        iterator = self.__aiter__()
+        try:
+            return await iterator.__anext__()
+        except StopAsyncIteration:
+            return None
+        finally:
+            await iterator.aclose()
+
+    async def afirst_or_404(self, description: str | None = None) -> Any:
+        """Like :meth:`afirst`, but aborts with 404 when no row matches."""
+        obj = await self.afirst()
+        if obj is None:
+            abort(404, description=description or self._not_found({}))
+        return obj
+
+    async def aall(self) -> list[Any]:
+        """Await every matching row, as a list of model instances."""
+        return [obj async for obj in self]
+
+    async def acount(self) -> int:
+        """Await ``SELECT COUNT(*)`` of this query."""
+        query = self._select_query()
+        query.count = True
+        result = await self._send_select(query)
+        return int(result.one().popitem()[1])
+
+    async def acreate(self, **values: Any) -> Any:
+        """Validate and insert a row with this queryset's options (``ttl``,
+        ``timestamp``, ``consistency``, ``if_not_exists``...); await and return it.
+
+        Validation errors are raised before anything is sent.
+        """
+        instance, _ = await send_captured(self._connection_name(), lambda: self.create(**values))
+        return instance
+
+    async def aupdate(self, **values: Any) -> None:
+        """Await an update of every matching row (cqlengine's ``update``)."""
+        await send_captured(self._connection_name(), lambda: self.update(**values))
+
+    async def adelete(self) -> None:
+        """Await a delete of every matching row (cqlengine's ``delete``)."""
+        await send_captured(self._connection_name(), self.delete)
+
+    async def apaginate(self, per_page: Any = 20, cursor: str | None = None) -> Page[Any]:
+        """Await one page; see :meth:`paginate`."""
+        await execution.ensure_connected(self._connection_name())
+        statement, per_page, paging_state = self._page_request(per_page, cursor)
+        return self._make_page(await execution.send(statement, paging_state), statement, per_page, cursor)
+
+    def __aiter__(self) -> "_RowStream":
+        return _RowStream(self)
+
+    # -- shared -------------------------------------------------------------
+
+    def _connection_name(self) -> str | None:
+        return self._connection or self.model._get_connection()
+
+    def _extension(self) -> "CQLAlchemy":
+        return self.model.__cqlalchemy__
+
+    def _not_found(self, filters: dict[str, Any]) -> str:
+        where = ", ".join(f"{k}={v!r}" for k, v in filters.items())
+        return f"{self.model.__name__} not found" + (f" ({where})" if where else "")
+
+    def _capture_select(self, query: Any = None) -> execution.Statement:
+        with execution.capture() as statements:
+            self._execute(query if query is not None else self._select_query())
+        return statements[0]
+
+    async def _send_select(self, query: Any) -> ResultSet:
+        await execution.ensure_connected(self._connection_name())
+        return await execution.send(self._capture_select(query))
+
+    def _page_request(self, per_page: Any, cursor: str | None) -> tuple[execution.Statement, int, bytes | None]:
+        state = self._extension().state()
+        per_page = check_per_page(per_page, state.settings.max_per_page)
+        statement = self.fetch_size(per_page)._capture_select()
+        paging_state = None
+        if cursor is not None:
+            paging_state = state.cursor_codec.decode(_fingerprint(statement), cursor)
+        return statement, per_page, paging_state
+
+    def _make_page(self, result: ResultSet, statement: execution.Statement, per_page: int, cursor: str | None) -> Page[Any]:
+        construct = self._maybe_inject_deferred(self._get_result_constructor())
+        next_cursor = None
+        if result.paging_state:
+            next_cursor = self._extension().state().cursor_codec.encode(_fingerprint(statement), result.paging_state)
+        return Page([construct(row) for row in result.current_rows], next_cursor, per_page, cursor)
+
+
+def _fingerprint(statement: execution.Statement) -> bytes:
+    return CursorCodec.fingerprint(statement.describe(), statement.params)
+
+
+class _RowStream:
+    """``async for`` over a queryset, one page request at a time.
+
+    Each page is its own request carrying the previous page's paging state,
+    so no driver callback fires twice and the loop never waits on the
+    driver's blocking ``fetch_next_page``. The next page is requested while
+    the current one is consumed; at most one page is ahead.
+    """
+
+    def __init__(self, queryset: QuerySet) -> None:
+        self._queryset = queryset
+        self._rows: Iterator[Any] = iter(())
+        self._statement: execution.Statement | None = None
+        self._construct: Callable[[Any], Any] | None = None
+        self._next: asyncio.Future[ResultSet] | None = None
+        self._done = False
+
+    def __aiter__(self) -> "_RowStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            row = next(self._rows, _END)
+            if row is not _END:
+                assert self._construct is not None
+                return self._construct(row)
+            if self._done:
+                raise StopAsyncIteration
+            await self._advance()
+
+    async def _advance(self) -> None:
+        if self._statement is None:
+            queryset = self._queryset
+            await execution.ensure_connected(queryset._connection_name())
+            self._statement = queryset._capture_select()
+            self._construct = queryset._maybe_inject_deferred(queryset._get_result_constructor())
+            self._next = execution.send(self._statement)
+        assert self._next is not None
+        pending, self._next = self._next, None
+        result = await pending
+        if result.paging_state:
+            self._next = execution.send(self._statement, result.paging_state)
+        else:
+            self._done = True
+        self._rows = iter(result.current_rows)
+
+    async def aclose(self) -> None:
+        """Drop the page requested ahead, if any (early ``break``)."""
+        self._done = True
+        if self._next is not None:
+            _forget(self._next)
+            self._next = None
+
+    def __del__(self) -> None:
+        if self._next is not None:
+            try:
+                _forget(self._next)
+            except RuntimeError:  # its loop is already closed
+                pass
+
+
+def _forget(future: "asyncio.Future[ResultSet]") -> None:
+    # A page nobody will read: cancel it if still pending, and mark a
+    # failure as retrieved so asyncio does not log "exception was never retrieved".
+    if future.done():
+        if not future.cancelled():
+            future.exception()
+    else:
+        future.cancel()
+
+
+_END = object()
