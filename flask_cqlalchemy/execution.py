@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -36,6 +37,12 @@ class Statement:
 
     def describe(self) -> str:
         return getattr(self.query, "query_string", str(self.query))
+
+    def with_fetch_size(self, fetch_size: int) -> "Statement":
+        """The same statement, asking for pages of ``fetch_size`` rows."""
+        query = copy.copy(self.query)
+        query.fetch_size = fetch_size
+        return Statement(self.session, query, self.params, self.timeout)
 
 
 class _NotSent:

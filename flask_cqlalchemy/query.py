@@ -67,7 +67,9 @@ class QuerySet(ModelQuerySet):
         :class:`~flask_cqlalchemy.errors.InvalidCursor` (both HTTP 400).
         """
         statement, per_page, paging_state = self._page_request(per_page, cursor)
-        return self._make_page(execution.send_sync(statement, paging_state), statement, per_page, cursor)
+        result = execution.send_sync(statement, paging_state)
+        more = bool(result.paging_state) and _has_rows(execution.send_sync(statement.with_fetch_size(1), result.paging_state))
+        return self._make_page(result, statement, per_page, cursor, more)
 
     # -- async --------------------------------------------------------------
 
@@ -143,7 +145,9 @@ class QuerySet(ModelQuerySet):
         """Await one page; see :meth:`paginate`."""
         await execution.ensure_connected(self._connection_name())
         statement, per_page, paging_state = self._page_request(per_page, cursor)
-        return self._make_page(await execution.send(statement, paging_state), statement, per_page, cursor)
+        result = await execution.send(statement, paging_state)
+        more = bool(result.paging_state) and _has_rows(await execution.send(statement.with_fetch_size(1), result.paging_state))
+        return self._make_page(result, statement, per_page, cursor, more)
 
     def __aiter__(self) -> "_RowStream":
         return _RowStream(self)
@@ -178,12 +182,24 @@ class QuerySet(ModelQuerySet):
             paging_state = state.cursor_codec.decode(_fingerprint(statement), cursor)
         return statement, per_page, paging_state
 
-    def _make_page(self, result: ResultSet, statement: execution.Statement, per_page: int, cursor: str | None) -> Page[Any]:
+    def _make_page(
+        self, result: ResultSet, statement: execution.Statement, per_page: int, cursor: str | None, more: bool
+    ) -> Page[Any]:
         construct = self._maybe_inject_deferred(self._get_result_constructor())
         next_cursor = None
-        if result.paging_state:
+        if more:
             next_cursor = self._extension().state().cursor_codec.encode(_fingerprint(statement), result.paging_state)
         return Page([construct(row) for row in result.current_rows], next_cursor, per_page, cursor)
+
+
+def _has_rows(probe: ResultSet) -> bool:
+    """Whether a one-row look past a page found anything.
+
+    Cassandra hands out a paging state whenever a page is full, even when
+    nothing follows; this look-ahead makes ``next_cursor`` None on the real
+    last page instead of leading to an empty one.
+    """
+    return bool(probe.current_rows) or bool(probe.paging_state)
 
 
 def _fingerprint(statement: execution.Statement) -> bytes:

@@ -1,0 +1,54 @@
+"""Readiness probe used by scripts/cassandra.
+
+Usage: cql_probe.py HOST PORT [USER PASSWORD]
+
+Runs the query testcontainers waits on, against HOST only, and prints the
+node's release_version. Exit status 0 when the node answers CQL, 1 otherwise
+(the reason goes to stderr so the launcher can show it on timeout).
+"""
+import logging
+import sys
+
+# The driver logs connection failures as warnings; while a node boots those
+# are expected and would drown the launcher's output.
+logging.disable(logging.CRITICAL)
+
+from cassandra.auth import PlainTextAuthProvider  # noqa: E402
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile  # noqa: E402
+from cassandra.policies import WhiteListRoundRobinPolicy  # noqa: E402
+
+
+def main(argv):
+    host, port = argv[1], int(argv[2])
+    auth = PlainTextAuthProvider(argv[3], argv[4]) if len(argv) > 4 else None
+    # Whitelisting the host makes the probe answer for this node, not for
+    # whichever peer of a multi-node cluster happens to be up.
+    profile = ExecutionProfile(
+        load_balancing_policy=WhiteListRoundRobinPolicy([host]),
+        request_timeout=10,
+    )
+    cluster = Cluster(
+        contact_points=[host],
+        port=port,
+        protocol_version=5,  # Cassandra 5.0 speaks v3-v5; skip the v6 downgrade dance.
+        auth_provider=auth,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=5,
+        control_connection_timeout=5,
+        schema_metadata_enabled=False,
+        token_metadata_enabled=False,
+    )
+    try:
+        session = cluster.connect()
+        row = session.execute("SELECT release_version FROM system.local").one()
+        print(row[0])
+        return 0
+    except Exception as exc:  # any failure just means "not ready yet"
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
