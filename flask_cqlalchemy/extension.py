@@ -17,6 +17,7 @@ from cassandra.query import SimpleStatement
 from flask import Flask, current_app, has_app_context, jsonify
 
 from . import execution
+from .cli import register_cli
 from .config import Settings, parse_consistency, read_settings, validate_keyspace_name
 from .errors import NotInitializedError, SchemaError
 from .model import make_model_base, make_user_type_base
@@ -155,6 +156,7 @@ class CQLAlchemy:
         if app.config.get("CASSANDRA_ERROR_HANDLERS", True):
             _register_error_handlers(app)
         app.shell_context_processor(self._shell_context)
+        register_cli(app)
         log.debug("initialised for app %s, keyspace %s", app.name, settings.keyspace)
 
     def state(self) -> AppState:
