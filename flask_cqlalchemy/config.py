@@ -20,7 +20,8 @@ IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 DEFAULT_PROTOCOL_VERSION = 5
 DEFAULT_MAX_PER_PAGE = 500
 
-_BOOL_KEYS = ("CASSANDRA_LAZY_CONNECT", "CASSANDRA_RETRY_CONNECT")
+#: Boolean keys and their defaults.
+_FLAGS = {"LAZY_CONNECT": False, "RETRY_CONNECT": False, "PREPARE_STATEMENTS": True, "RECORD_QUERIES": False}
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Settings:
     setup_kwargs: Mapping[str, Any] = field(default_factory=dict, repr=False)
     max_per_page: int = DEFAULT_MAX_PER_PAGE
     cursor_secret: bytes | None = field(default=None, repr=False)
+    prepare_statements: bool = True
+    record_queries: bool = False
 
     def cluster_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`cassandra.cluster.Cluster`."""
@@ -150,8 +153,8 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
     keyspace = validate_keyspace_name(config[name("KEYSPACE")], name("KEYSPACE"))
 
     flags = {}
-    for flag in ("LAZY_CONNECT", "RETRY_CONNECT"):
-        value = config.get(name(flag), False)
+    for flag, default in _FLAGS.items():
+        value = config.get(name(flag), default)
         if not isinstance(value, bool):
             raise ConfigError(name(flag), f"expected True or False, got {value!r}")
         flags[flag] = value
@@ -202,4 +205,30 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
         setup_kwargs=dict(setup_kwargs),
         max_per_page=max_per_page,
         cursor_secret=secret.encode() if isinstance(secret, str) else secret,
+        prepare_statements=flags["PREPARE_STATEMENTS"],
+        record_queries=flags["RECORD_QUERIES"],
     )
+
+
+def read_binds(config: Mapping[str, Any]) -> dict[str, Settings]:
+    """``CASSANDRA_BINDS``: bind name -> settings of another cluster.
+
+    Each bind is a dict of the same ``CASSANDRA_*`` keys; keys it leaves out
+    (other than hosts and keyspace) are taken from the app's own config.
+    """
+    binds = config.get("CASSANDRA_BINDS") or {}
+    if not isinstance(binds, Mapping):
+        raise ConfigError("CASSANDRA_BINDS", f"expected a dict of bind name -> config dict, got {type(binds).__name__}")
+    inherited = {k: v for k, v in config.items() if k.startswith("CASSANDRA_") and k not in ("CASSANDRA_HOSTS", "CASSANDRA_KEYSPACE", "CASSANDRA_BINDS")}
+    result = {}
+    for bind, bind_config in binds.items():
+        label = f"CASSANDRA_BINDS[{bind!r}]"
+        if not isinstance(bind, str) or not IDENTIFIER.match(bind):
+            raise ConfigError(label, "a bind name must be a plain identifier")
+        if not isinstance(bind_config, Mapping):
+            raise ConfigError(label, f"expected a dict of CASSANDRA_* keys, got {type(bind_config).__name__}")
+        try:
+            result[bind] = read_settings({**inherited, **bind_config})
+        except ConfigError as exc:
+            raise ConfigError(f"{label}.{exc.key}", str(exc).split(": ", 1)[1]) from None
+    return result

@@ -2,11 +2,12 @@
 
 cqlengine builds every statement (routing key, consistency, fetch size,
 LWT clauses, batches) and ends in ``Session.execute``. Each session this
-extension creates gets that method routed through :func:`_routed_execute`:
+extension creates gets that method routed through a :class:`Route`:
 
-* normally it is the driver's blocking call, unchanged;
-* inside :func:`capture` the finished statement is recorded instead of sent,
-  so the async face can send it with ``execute_async`` and await it.
+* normally the statement goes out with the driver's blocking call (prepared
+  when the fast path can, recorded when recording is on);
+* inside :func:`capture` the finished statement is kept instead of sent, so
+  the async face can send it with ``execute_async`` and await it.
 
 So the async path reuses all of cqlengine's statement building and only
 swaps the blocking call for an awaited one.
@@ -16,14 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from cassandra.cluster import ResultSet, Session, _NOT_SET
 from cassandra.cqlengine import connection as cqlengine_connection
 
+from . import recording
+from .prepared import PreparedCache
+
 _captured: ContextVar[list["Statement"] | None] = ContextVar("flask_cqlalchemy_captured", default=None)
+_ROUTE_ATTRIBUTE = "_flask_cqlalchemy_route"
 
 
 @dataclass
@@ -45,6 +51,21 @@ class Statement:
         return Statement(self.session, query, self.params, self.timeout)
 
 
+class Route:
+    """How statements of one session go out."""
+
+    def __init__(self, session: Session, prepare: bool, record: bool) -> None:
+        self.blocking_execute: Callable[..., Any] = session.execute
+        self.prepared = PreparedCache(session) if prepare else None
+        self.record = record
+
+    def outgoing(self, query: Any, params: Any) -> tuple[Any, Any]:
+        """The statement as it goes on the wire (prepared when possible)."""
+        if self.prepared is None:
+            return query, params
+        return self.prepared.bind(query, params)
+
+
 class _NotSent:
     """What cqlengine sees as the result of a captured statement.
 
@@ -64,7 +85,7 @@ class _NotSent:
 
 @contextlib.contextmanager
 def capture() -> Iterator[list[Statement]]:
-    """Record, instead of sending, every statement executed in this block."""
+    """Keep, instead of sending, every statement executed in this block."""
     statements: list[Statement] = []
     token = _captured.set(statements)
     try:
@@ -73,26 +94,46 @@ def capture() -> Iterator[list[Statement]]:
         _captured.reset(token)
 
 
-def route_session(session: Session) -> None:
-    """Route ``session.execute`` through the capture seam (idempotent)."""
-    if getattr(session, "_flask_cqlalchemy_routed", False):
+def route_session(session: Session, *, prepare: bool = True, record: bool = False) -> None:
+    """Route ``session.execute`` through the capture seam (once per session)."""
+    if hasattr(session, _ROUTE_ATTRIBUTE):
         return
-    blocking_execute = session.execute
+    route = Route(session, prepare, record)
+    setattr(session, _ROUTE_ATTRIBUTE, route)
 
     def execute(query: Any, parameters: Any = None, timeout: Any = _NOT_SET, *args: Any, **kwargs: Any) -> Any:
         statements = _captured.get()
-        if statements is None:
-            return blocking_execute(query, parameters, timeout, *args, **kwargs)
-        statements.append(Statement(session, query, parameters, timeout))
-        return _NotSent()
+        if statements is not None:
+            statements.append(Statement(session, query, parameters, timeout))
+            return _NotSent()
+        return _send_blocking(route, query, parameters, timeout, *args, **kwargs)
 
     session.execute = execute  # type: ignore[method-assign]
-    session._flask_cqlalchemy_routed = True  # type: ignore[attr-defined]
 
 
-def connection_for(name: str | None) -> cqlengine_connection.Connection:
-    """The cqlengine connection registered under ``name`` (None: the default)."""
-    return cqlengine_connection.get_connection(name) if not _is_lazy(name) else _registered(name)
+def route_of(session: Session) -> Route:
+    """The :class:`Route` of a session set up by :func:`route_session`."""
+    return getattr(session, _ROUTE_ATTRIBUTE)  # type: ignore[no-any-return]
+
+
+def _send_blocking(route: Route, query: Any, params: Any, timeout: Any, *args: Any, **kwargs: Any) -> Any:
+    wire_query, wire_params = route.outgoing(query, params)
+    if not route.record:
+        return route.blocking_execute(wire_query, wire_params, timeout, *args, **kwargs)
+    sink, location, started = recording.sink(), recording.caller(), time.perf_counter()
+    error = None
+    try:
+        return route.blocking_execute(wire_query, wire_params, timeout, *args, **kwargs)
+    except Exception as exc:
+        error = repr(exc)
+        raise
+    finally:
+        if sink is not None:
+            sink.append(recording.RecordedQuery(_text(query), params, time.perf_counter() - started, location, "sync", error))
+
+
+def _text(query: Any) -> str:
+    return getattr(query, "query_string", str(query))
 
 
 def _registered(name: str | None) -> cqlengine_connection.Connection:
@@ -105,24 +146,21 @@ def _registered(name: str | None) -> cqlengine_connection.Connection:
         ) from None
 
 
-def _is_lazy(name: str | None) -> bool:
-    return bool(_registered(name).lazy_connect)
-
-
 async def ensure_connected(name: str | None) -> None:
     """Connect a lazily configured connection in a worker thread.
 
     ``Cluster.connect()`` blocks for the whole handshake; on the event loop
     it would stall every other request of this loop.
     """
-    if _is_lazy(name):
-        await asyncio.to_thread(_registered(name).handle_lazy_connect)
+    connection = _registered(name)
+    if connection.lazy_connect:
+        await asyncio.to_thread(connection.handle_lazy_connect)
 
 
 def send_sync(statement: Statement, paging_state: bytes | None = None) -> ResultSet:
     """Send a captured statement with the driver's blocking call."""
-    return statement.session.execute(
-        statement.query, statement.params, statement.timeout, paging_state=paging_state
+    return _send_blocking(
+        route_of(statement.session), statement.query, statement.params, statement.timeout, paging_state=paging_state
     )
 
 
@@ -133,9 +171,12 @@ def send(statement: Statement, paging_state: bytes | None = None) -> "asyncio.Fu
     ``async def`` view in a fresh loop that is closed after the request.
     """
     loop = asyncio.get_running_loop()
-    response = statement.session.execute_async(
-        statement.query, statement.params, timeout=statement.timeout, paging_state=paging_state
-    )
+    route = route_of(statement.session)
+    query, params = route.outgoing(statement.query, statement.params)
+    sink = recording.sink() if route.record else None
+    location = recording.caller() if sink is not None else ""
+    started = time.perf_counter()
+    response = statement.session.execute_async(query, params, timeout=statement.timeout, paging_state=paging_state)
     future: asyncio.Future[ResultSet] = loop.create_future()
 
     def settle(rows: Any, error: BaseException | None) -> None:
@@ -144,6 +185,13 @@ def send(statement: Statement, paging_state: bytes | None = None) -> "asyncio.Fu
         # in here may raise: a loop closed since (cancelled or finished
         # request) simply drops the answer.
         def apply() -> None:
+            if sink is not None:
+                sink.append(
+                    recording.RecordedQuery(
+                        statement.describe(), statement.params, time.perf_counter() - started, location, "async",
+                        None if error is None else repr(error),
+                    )
+                )
             # Checked on the loop's thread: the awaiting task may have been
             # cancelled between the driver's answer and this call.
             if future.done():

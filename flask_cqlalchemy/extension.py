@@ -5,6 +5,8 @@ import contextlib
 import itertools
 import logging
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -18,8 +20,8 @@ from flask import Flask, current_app, has_app_context, jsonify
 
 from . import execution
 from .cli import register_cli
-from .config import Settings, parse_consistency, read_settings, validate_keyspace_name
-from .errors import NotInitializedError, SchemaError
+from .config import Settings, parse_consistency, read_binds, read_settings, validate_keyspace_name
+from .errors import ConfigError, NotInitializedError, SchemaError
 from .model import make_model_base, make_user_type_base
 from .pagination import CursorCodec
 
@@ -42,6 +44,15 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @dataclass
+class Bind:
+    """One cluster connection of an app: the default one or a named bind."""
+
+    settings: Settings
+    connection_name: str
+    keyspace: str
+
+
+@dataclass
 class AppState:
     """What one app holds in ``app.extensions["cqlalchemy"]``."""
 
@@ -51,10 +62,25 @@ class AppState:
     connection_name: str
     keyspace: str
     cursor_codec: CursorCodec
+    binds: dict[str, Bind]
 
     @property
     def connection(self) -> cqlengine_connection.Connection:
         return cqlengine_connection.get_connection(self.connection_name)
+
+    def bind(self, name: str | None) -> Bind:
+        """The default connection (``name`` None) or the bind called ``name``.
+
+        Raises :class:`~flask_cqlalchemy.errors.ConfigError` for an unknown bind.
+        """
+        if name is None:
+            return Bind(self.settings, self.connection_name, self.keyspace)
+        try:
+            return self.binds[name]
+        except KeyError:
+            raise ConfigError(
+                "CASSANDRA_BINDS", f"a model uses __bind__ = {name!r}, but app {self.app_name!r} has no such bind"
+            ) from None
 
 
 class _Connection(cqlengine_connection.Connection):
@@ -62,7 +88,12 @@ class _Connection(cqlengine_connection.Connection):
     session is routed through :mod:`flask_cqlalchemy.execution` and knows
     this extension's user-defined types from the first query on."""
 
+    #: Every connection of this extension in the process, for the fork hook.
+    live: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
+
     def __init__(self, name: str, settings: Settings, ext: "CQLAlchemy") -> None:
+        _Connection.live.add(self)
+        self._settings = settings
         super().__init__(
             name,
             hosts=list(settings.hosts),
@@ -81,11 +112,36 @@ class _Connection(cqlengine_connection.Connection):
 
     def setup_session(self) -> None:
         super().setup_session()
-        execution.route_session(self.session)
+        execution.route_session(
+            self.session, prepare=self._settings.prepare_statements, record=self._settings.record_queries
+        )
         for user_type in self._ext.user_types:
             with contextlib.suppress(Exception):
                 self.cluster.register_user_type(self._keyspace, user_type.type_name(), user_type)
         log.debug("connected %s (protocol v%s)", self.name, self.cluster.protocol_version)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's cluster without touching its
+        sockets (they are the parent's), and connect anew at first use."""
+        if self.session is None and not self.lazy_connect:
+            return
+        self.cluster = None
+        self.session = None
+        self.lazy_connect = True
+        self.lazy_connect_lock = threading.RLock()
+
+
+def _forget_connections_after_fork() -> None:
+    for connection in list(_Connection.live):
+        connection.forget_after_fork()
+    if cqlengine_connection.DEFAULT_CONNECTION in cqlengine_connection._connections:
+        cqlengine_connection.cluster = None
+        cqlengine_connection.session = None
+
+
+# A pre-forking server (gunicorn --preload) forks after init_app connected:
+# each worker must open its own connections, never share the parent's sockets.
+os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
 @contextlib.contextmanager
@@ -135,8 +191,33 @@ class CQLAlchemy:
                 "call init_app once per app (use one CQLAlchemy per app, or app.extensions['cqlalchemy'])."
             )
         settings = read_settings(app.config)
+        bind_settings = read_binds(app.config)
         secret = settings.cursor_secret or _as_bytes(app.secret_key)
-        name = f"flask_cqlalchemy.{next(_connection_ids)}.{app.name}"
+        name = self._connect(app, "", settings)
+        binds = {}
+        try:
+            for bind, bind_config in bind_settings.items():
+                binds[bind] = Bind(bind_config, self._connect(app, bind, bind_config), bind_config.keyspace)
+        except BaseException:
+            for registered in [name, *(b.connection_name for b in binds.values())]:
+                cqlengine_connection.unregister_connection(registered)
+            raise
+        if cqlengine_connection.DEFAULT_CONNECTION not in cqlengine_connection._connections:
+            # Plain cqlengine code in the same process keeps working, as with
+            # the original extension's connection.setup().
+            cqlengine_connection.set_default_connection(name)
+        state = AppState(self, app.name, settings, name, settings.keyspace, CursorCodec(secret), binds)
+        app.extensions[EXTENSION_KEY] = state
+        self._states.append(state)
+        if app.config.get("CASSANDRA_ERROR_HANDLERS", True):
+            _register_error_handlers(app)
+        app.shell_context_processor(self._shell_context)
+        register_cli(app)
+        log.debug("initialised for app %s, keyspace %s", app.name, settings.keyspace)
+
+    def _connect(self, app: Flask, bind: str, settings: Settings) -> str:
+        """Register (and, unless lazy, open) one cqlengine connection; return its name."""
+        name = f"flask_cqlalchemy.{next(_connection_ids)}.{app.name}" + (f".{bind}" if bind else "")
         connection = _Connection(name, settings, self)
         cqlengine_connection._connections[name] = connection
         try:
@@ -146,18 +227,7 @@ class CQLAlchemy:
                 del cqlengine_connection._connections[name]
                 raise
             log.warning("no Cassandra host answered at start; %s will retry on first use", name)
-        if cqlengine_connection.DEFAULT_CONNECTION not in cqlengine_connection._connections:
-            # Plain cqlengine code in the same process keeps working, as with
-            # the original extension's connection.setup().
-            cqlengine_connection.set_default_connection(name)
-        state = AppState(self, app.name, settings, name, settings.keyspace, CursorCodec(secret))
-        app.extensions[EXTENSION_KEY] = state
-        self._states.append(state)
-        if app.config.get("CASSANDRA_ERROR_HANDLERS", True):
-            _register_error_handlers(app)
-        app.shell_context_processor(self._shell_context)
-        register_cli(app)
-        log.debug("initialised for app %s, keyspace %s", app.name, settings.keyspace)
+        return name
 
     def state(self) -> AppState:
         """The state of the current app, or of the last app initialised when
@@ -178,8 +248,9 @@ class CQLAlchemy:
     def shutdown(self) -> None:
         """Close the cluster connections of every app this extension serves."""
         for state in self._states:
-            cqlengine_connection.unregister_connection(state.connection_name)
-            log.debug("shut down %s", state.connection_name)
+            for name in [state.connection_name, *(b.connection_name for b in state.binds.values())]:
+                cqlengine_connection.unregister_connection(name)
+                log.debug("shut down %s", name)
         self._states.clear()
 
     # -- models ---------------------------------------------------------------
@@ -203,7 +274,11 @@ class CQLAlchemy:
         """
         state = self.state()
         models = self.models
-        self._require_keyspaces({state.keyspace, *(m._get_keyspace() for m in models)})
+        self._require_keyspaces({state.keyspace, *(m._get_keyspace() for m in models if m._get_connection() == state.connection_name)})
+        for bind in state.binds.values():
+            self._require_keyspaces(
+                {m._get_keyspace() for m in models if m._get_connection() == bind.connection_name}, bind.connection_name
+            )
         with _schema_consent():
             for user_type in self.user_types:
                 management.sync_type(state.keyspace, user_type, connection=state.connection_name)
@@ -213,7 +288,7 @@ class CQLAlchemy:
 
     def sync_table(self, model: type) -> None:
         """Create or alter the table of one model."""
-        self._require_keyspaces({model._get_keyspace()})
+        self._require_keyspaces({model._get_keyspace()}, model._get_connection())
         with _schema_consent():
             management.sync_table(model)
 
@@ -261,8 +336,8 @@ class CQLAlchemy:
         state.keyspace = state.settings.keyspace if name is None else validate_keyspace_name(name)
         log.debug("app %s now uses keyspace %s", state.app_name, state.keyspace)
 
-    def _require_keyspaces(self, keyspaces: set[str]) -> None:
-        cluster = self.cluster
+    def _require_keyspaces(self, keyspaces: set[str], connection: str | None = None) -> None:
+        cluster = cqlengine_connection.get_cluster(connection) if connection else self.cluster
         if not keyspaces <= set(cluster.metadata.keyspaces):
             # Schema events reach the driver after a refresh window (2 s by
             # default): a keyspace created by another client may not be known yet.

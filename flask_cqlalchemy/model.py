@@ -42,14 +42,16 @@ class ModelMixin:
 
     __cqlalchemy__: "CQLAlchemy"
     __queryset__ = QuerySet
+    #: Name of a ``CASSANDRA_BINDS`` entry: this model's cluster and keyspace.
+    __bind__: str | None = None
 
     @classmethod
     def _get_keyspace(cls) -> str:
-        return cls.__keyspace__ or cls.__cqlalchemy__.state().keyspace  # type: ignore[attr-defined]
+        return cls.__keyspace__ or cls.__cqlalchemy__.state().bind(cls.__bind__).keyspace  # type: ignore[attr-defined]
 
     @classmethod
     def _class_get_connection(cls) -> str:
-        return cls.__connection__ or cls.__cqlalchemy__.state().connection_name  # type: ignore[attr-defined]
+        return cls.__connection__ or cls.__cqlalchemy__.state().bind(cls.__bind__).connection_name  # type: ignore[attr-defined]
 
     def _inst_get_connection(self) -> str:
         return self._connection or self._class_get_connection()  # type: ignore[attr-defined]
