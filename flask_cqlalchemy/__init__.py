@@ -9,6 +9,7 @@ from .errors import (
 )
 from .extension import CQLAlchemy
 from .pagination import Page
+from .recording import RecordedQuery, get_recorded_queries
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,7 @@ __all__ = [
     "InvalidPageSize",
     "NotInitializedError",
     "Page",
+    "RecordedQuery",
     "SchemaError",
+    "get_recorded_queries",
 ]

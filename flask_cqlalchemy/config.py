@@ -18,6 +18,10 @@ from .errors import ConfigError
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
 DEFAULT_PROTOCOL_VERSION = 5
+
+#: Cluster() arguments that select the driver's legacy configuration mode (or
+#: bring their own profiles): with any of them we add no execution profile.
+_LEGACY_OR_PROFILES = {"execution_profiles", "load_balancing_policy", "default_retry_policy", "conviction_policy_factory"}
 DEFAULT_MAX_PER_PAGE = 500
 
 #: Boolean keys and their defaults.
@@ -55,6 +59,16 @@ class Settings:
             options["auth_provider"] = PlainTextAuthProvider(self.username, self.password)
         if self.ssl_context is not None:
             options["ssl_context"] = self.ssl_context
+        if not _LEGACY_OR_PROFILES & set(self.setup_kwargs):
+            # The driver's default policy, made explicit in a default execution
+            # profile: the driver warns at every start without one, and
+            # cqlengine then sets row factory and consistency on the profile
+            # rather than on the deprecated session attributes.
+            from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
+            from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+            profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()))
+            options["execution_profiles"] = {EXEC_PROFILE_DEFAULT: profile}
         options.update(self.setup_kwargs)
         return options
 

@@ -223,3 +223,27 @@ def test_create_options_ttl_and_timestamp(clean_db):
         assert rows[0]["w"] < (datetime.now() - timedelta(minutes=50)).timestamp() * 1e6
 
     run(scenario())
+
+
+def test_timeouts_and_unavailable_keep_driver_types(module_db):
+    from cassandra import OperationTimedOut, Unavailable
+
+    async def scenario():
+        await adb.execute(
+            "CREATE KEYSPACE IF NOT EXISTS flask_cqlalchemy_rf3 "
+            "WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 3}"
+        )
+        await adb.execute("CREATE TABLE IF NOT EXISTS flask_cqlalchemy_rf3.t (k int PRIMARY KEY, v int)")
+        try:
+            # One node cannot give QUORUM of three replicas: the node answers Unavailable.
+            with pytest.raises(Unavailable) as unavailable:
+                await adb.execute("INSERT INTO flask_cqlalchemy_rf3.t (k, v) VALUES (1, 1)", consistency="QUORUM")
+            assert "flask_cqlalchemy_rf3.t" in str(unavailable.value)
+            assert await adb.execute("SELECT * FROM flask_cqlalchemy_rf3.t") == []
+        finally:
+            await adb.drop_keyspace("flask_cqlalchemy_rf3")
+        with pytest.raises(OperationTimedOut) as timed_out:
+            await adb.execute(f"SELECT * FROM {KEYSPACE}.aio_event", timeout=0.000001)
+        assert "aio_event" in str(timed_out.value)
+
+    run(scenario())
