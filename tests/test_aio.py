@@ -227,6 +227,7 @@ def test_create_options_ttl_and_timestamp(clean_db):
 
 def test_timeouts_and_unavailable_keep_driver_types(module_db):
     from cassandra import OperationTimedOut, Unavailable
+    from cassandra.cluster import NoHostAvailable
 
     async def scenario():
         await adb.execute(
@@ -235,10 +236,17 @@ def test_timeouts_and_unavailable_keep_driver_types(module_db):
         )
         await adb.execute("CREATE TABLE IF NOT EXISTS flask_cqlalchemy_rf3.t (k int PRIMARY KEY, v int)")
         try:
-            # One node cannot give QUORUM of three replicas: the node answers Unavailable.
-            with pytest.raises(Unavailable) as unavailable:
-                await adb.execute("INSERT INTO flask_cqlalchemy_rf3.t (k, v) VALUES (1, 1)", consistency="QUORUM")
+            # One node cannot give QUORUM of three replicas: the node answers
+            # Unavailable, which the driver's default retry policy turns into
+            # NoHostAvailable after trying the next host - sync and async alike.
+            insert = "INSERT INTO flask_cqlalchemy_rf3.t (k, v) VALUES (1, 1)"
+            with pytest.raises(NoHostAvailable) as sync_error:
+                db.execute(insert, consistency="QUORUM")
+            with pytest.raises(NoHostAvailable) as unavailable:
+                await adb.execute(insert, consistency="QUORUM")
             assert "flask_cqlalchemy_rf3.t" in str(unavailable.value)
+            assert [type(e) for e in unavailable.value.errors.values()] == [Unavailable]
+            assert [type(e) for e in sync_error.value.errors.values()] == [Unavailable]
             assert await adb.execute("SELECT * FROM flask_cqlalchemy_rf3.t") == []
         finally:
             await adb.drop_keyspace("flask_cqlalchemy_rf3")
