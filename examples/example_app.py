@@ -1,4 +1,5 @@
 """The original Flask-CQLAlchemy README example, unchanged but for the import."""
+
 import os
 import uuid
 

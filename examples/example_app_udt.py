@@ -1,4 +1,5 @@
 """The original README's user-defined-type example, unchanged but for the import."""
+
 import os
 
 from flask import Flask

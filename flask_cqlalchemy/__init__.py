@@ -1,4 +1,5 @@
 """Flask-CQLAlchemy: Cassandra models for Flask, with an async face for ``async def`` views."""
+
 from .errors import (
     ConfigError,
     CQLAlchemyError,

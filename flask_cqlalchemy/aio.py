@@ -7,6 +7,7 @@ builds every statement (see :mod:`flask_cqlalchemy.execution`). Work the
 driver can only do blocking (connecting, DDL with its schema-agreement
 wait) runs in a worker thread so the loop stays free.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -63,7 +64,9 @@ class AsyncCQLAlchemy:
         """Await :meth:`CQLAlchemy.drop_keyspace`."""
         await self._in_thread(self.sync.drop_keyspace, name)
 
-    async def execute(self, cql: str, params: Any = None, *, timeout: float | None = None, consistency: Any = None) -> list[Any]:
+    async def execute(
+        self, cql: str, params: Any = None, *, timeout: float | None = None, consistency: Any = None
+    ) -> list[Any]:
         """Await one CQL statement; return all its rows (later pages fetched awaited)."""
         state = self.sync.state()
         await execution.ensure_connected(state.connection_name)
@@ -80,7 +83,7 @@ class AsyncCQLAlchemy:
             rows.extend(result.current_rows)
         return rows
 
-    def batch(self, **options: Any) -> "AsyncBatch":
+    def batch(self, **options: Any) -> AsyncBatch:
         """``async with adb.batch() as b:`` queue ``Model.batch(b).create(...)``
         etc.; the batch is sent, awaited, when the block exits without error.
         Options are cqlengine's ``BatchQuery`` arguments."""
@@ -96,10 +99,12 @@ class AsyncCQLAlchemy:
         return f"<AsyncCQLAlchemy of {self.sync!r}>"
 
 
-class AsyncBatch(BatchQuery):
+class AsyncBatch(BatchQuery):  # type: ignore[misc]
     """A cqlengine ``BatchQuery`` that is sent, awaited, on ``async with`` exit."""
 
-    async def __aenter__(self) -> "AsyncBatch":
+    _callbacks: list[Any]
+
+    async def __aenter__(self) -> AsyncBatch:
         return self
 
     async def __aexit__(

@@ -3,12 +3,14 @@
 Config is read once, in ``init_app``, into an immutable :class:`Settings`;
 nothing else in the package looks at ``app.config``.
 """
+
 from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from cassandra import ConsistencyLevel
 
@@ -21,7 +23,12 @@ DEFAULT_PROTOCOL_VERSION = 5
 
 #: Cluster() arguments that select the driver's legacy configuration mode (or
 #: bring their own profiles): with any of them we add no execution profile.
-_LEGACY_OR_PROFILES = {"execution_profiles", "load_balancing_policy", "default_retry_policy", "conviction_policy_factory"}
+_LEGACY_OR_PROFILES = {
+    "execution_profiles",
+    "load_balancing_policy",
+    "default_retry_policy",
+    "conviction_policy_factory",
+}
 DEFAULT_MAX_PER_PAGE = 500
 
 #: Boolean keys and their defaults.
@@ -82,8 +89,7 @@ def validate_keyspace_name(name: Any, key: str = "keyspace") -> str:
     if not isinstance(name, str) or not IDENTIFIER.match(name):
         raise ConfigError(
             key,
-            f"expected a keyspace name of 1-48 letters, digits or underscores "
-            f"starting with a letter, got {name!r}",
+            f"expected a keyspace name of 1-48 letters, digits or underscores starting with a letter, got {name!r}",
         )
     return name
 
@@ -134,7 +140,9 @@ def _ssl_context(value: Any, key: str) -> ssl.SSLContext | None:
         raise ConfigError(key, f"expected an ssl.SSLContext or a dict of paths, got {type(value).__name__}")
     unknown = set(value) - {"ca_file", "cert_file", "key_file", "check_hostname"}
     if unknown:
-        raise ConfigError(key, f"unknown entries {sorted(unknown)}; expected ca_file, cert_file, key_file, check_hostname")
+        raise ConfigError(
+            key, f"unknown entries {sorted(unknown)}; expected ca_file, cert_file, key_file, check_hostname"
+        )
     if "ca_file" not in value:
         raise ConfigError(key, "ca_file is required to verify the node's certificate")
     try:
@@ -175,10 +183,15 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
 
     setup_kwargs = config.get(name("SETUP_KWARGS")) or {}
     if not isinstance(setup_kwargs, Mapping):
-        raise ConfigError(name("SETUP_KWARGS"), f"expected a dict of Cluster() keyword arguments, got {type(setup_kwargs).__name__}")
+        raise ConfigError(
+            name("SETUP_KWARGS"), f"expected a dict of Cluster() keyword arguments, got {type(setup_kwargs).__name__}"
+        )
     for forbidden in ("username", "password"):
         if forbidden in setup_kwargs:
-            raise ConfigError(name("SETUP_KWARGS"), f"'{forbidden}' is not a Cluster() argument; use {name('USERNAME')} and {name('PASSWORD')}")
+            raise ConfigError(
+                name("SETUP_KWARGS"),
+                f"'{forbidden}' is not a Cluster() argument; use {name('USERNAME')} and {name('PASSWORD')}",
+            )
 
     port = config.get(name("PORT"))
     if port is not None:
@@ -197,7 +210,11 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
         protocol = setup_kwargs.get("protocol_version", DEFAULT_PROTOCOL_VERSION)
     protocol = _int(protocol, name("PROTOCOL_VERSION"), 3, 6)
     if "protocol_version" in setup_kwargs and setup_kwargs["protocol_version"] != protocol:
-        raise ConfigError(name("PROTOCOL_VERSION"), f"{protocol} disagrees with {name('SETUP_KWARGS')}['protocol_version']={setup_kwargs['protocol_version']!r}")
+        raise ConfigError(
+            name("PROTOCOL_VERSION"),
+            f"{protocol} disagrees with {name('SETUP_KWARGS')}['protocol_version']="
+            f"{setup_kwargs['protocol_version']!r}",
+        )
 
     max_per_page = _int(config.get(name("MAX_PER_PAGE"), DEFAULT_MAX_PER_PAGE), name("MAX_PER_PAGE"), 1, 100_000)
 
@@ -233,7 +250,11 @@ def read_binds(config: Mapping[str, Any]) -> dict[str, Settings]:
     binds = config.get("CASSANDRA_BINDS") or {}
     if not isinstance(binds, Mapping):
         raise ConfigError("CASSANDRA_BINDS", f"expected a dict of bind name -> config dict, got {type(binds).__name__}")
-    inherited = {k: v for k, v in config.items() if k.startswith("CASSANDRA_") and k not in ("CASSANDRA_HOSTS", "CASSANDRA_KEYSPACE", "CASSANDRA_BINDS")}
+    inherited = {
+        k: v
+        for k, v in config.items()
+        if k.startswith("CASSANDRA_") and k not in ("CASSANDRA_HOSTS", "CASSANDRA_KEYSPACE", "CASSANDRA_BINDS")
+    }
     result = {}
     for bind, bind_config in binds.items():
         label = f"CASSANDRA_BINDS[{bind!r}]"

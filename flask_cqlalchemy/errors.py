@@ -3,6 +3,7 @@
 Every error a user can cause names what was wrong (the config key, the
 cursor, the page size) so the message alone is enough to fix it.
 """
+
 from __future__ import annotations
 
 from werkzeug.exceptions import BadRequest

@@ -12,23 +12,25 @@ extension creates gets that method routed through a :class:`Route`:
 So the async path reuses all of cqlengine's statement building and only
 swaps the blocking call for an awaited one.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import copy
 import time
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from cassandra.cluster import ResultSet, Session, _NOT_SET
+from cassandra.cluster import _NOT_SET, ResultSet, Session
 from cassandra.cqlengine import connection as cqlengine_connection
 
 from . import recording
 from .prepared import PreparedCache
 
-_captured: ContextVar[list["Statement"] | None] = ContextVar("flask_cqlalchemy_captured", default=None)
+_captured: ContextVar[list[Statement] | None] = ContextVar("flask_cqlalchemy_captured", default=None)
 _ROUTE_ATTRIBUTE = "_flask_cqlalchemy_route"
 
 
@@ -44,7 +46,7 @@ class Statement:
     def describe(self) -> str:
         return getattr(self.query, "query_string", str(self.query))
 
-    def with_fetch_size(self, fetch_size: int) -> "Statement":
+    def with_fetch_size(self, fetch_size: int) -> Statement:
         """The same statement, asking for pages of ``fetch_size`` rows."""
         query = copy.copy(self.query)
         query.fetch_size = fetch_size
@@ -129,7 +131,9 @@ def _send_blocking(route: Route, query: Any, params: Any, timeout: Any, *args: A
         raise
     finally:
         if sink is not None:
-            sink.append(recording.RecordedQuery(_text(query), params, time.perf_counter() - started, location, "sync", error))
+            sink.append(
+                recording.RecordedQuery(_text(query), params, time.perf_counter() - started, location, "sync", error)
+            )
 
 
 def _text(query: Any) -> str:
@@ -164,7 +168,7 @@ def send_sync(statement: Statement, paging_state: bytes | None = None) -> Result
     )
 
 
-def send(statement: Statement, paging_state: bytes | None = None) -> "asyncio.Future[ResultSet]":
+def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Future[ResultSet]:
     """Send a captured statement; return a future of the running loop.
 
     The loop is looked up now, at each call, never stored: Flask runs every
@@ -188,7 +192,11 @@ def send(statement: Statement, paging_state: bytes | None = None) -> "asyncio.Fu
             if sink is not None:
                 sink.append(
                     recording.RecordedQuery(
-                        statement.describe(), statement.params, time.perf_counter() - started, location, "async",
+                        statement.describe(),
+                        statement.params,
+                        time.perf_counter() - started,
+                        location,
+                        "async",
                         None if error is None else repr(error),
                     )
                 )

@@ -1,4 +1,5 @@
 """The Flask extension: config, connections and schema helpers."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,11 +8,12 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
-from cassandra import ConsistencyLevel, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout
-from cassandra.cluster import Cluster, NoHostAvailable, ResultSet, Session, _NOT_SET
+from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra.cluster import _NOT_SET, Cluster, NoHostAvailable, ResultSet, Session
 from cassandra.cqlengine import ValidationError, columns, management
 from cassandra.cqlengine import connection as cqlengine_connection
 from cassandra.cqlengine.usertype import UserType
@@ -34,7 +36,7 @@ EXTENSION_KEY = "cqlalchemy"
 _connection_ids = itertools.count(1)
 
 #: Driver errors that mean "the cluster cannot serve this now", answered 503.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     NoHostAvailable,
     OperationTimedOut,
     Unavailable,
@@ -56,7 +58,7 @@ class Bind:
 class AppState:
     """What one app holds in ``app.extensions["cqlalchemy"]``."""
 
-    ext: "CQLAlchemy"
+    ext: CQLAlchemy
     app_name: str
     settings: Settings
     connection_name: str
@@ -83,15 +85,19 @@ class AppState:
             ) from None
 
 
-class _Connection(cqlengine_connection.Connection):
+class _Connection(cqlengine_connection.Connection):  # type: ignore[misc]
     """cqlengine's connection (lazy and retry connect included), whose
     session is routed through :mod:`flask_cqlalchemy.execution` and knows
     this extension's user-defined types from the first query on."""
 
-    #: Every connection of this extension in the process, for the fork hook.
-    live: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
+    cluster: Any
+    session: Any
+    lazy_connect: bool
 
-    def __init__(self, name: str, settings: Settings, ext: "CQLAlchemy") -> None:
+    #: Every connection of this extension in the process, for the fork hook.
+    live: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+    def __init__(self, name: str, settings: Settings, ext: CQLAlchemy) -> None:
         _Connection.live.add(self)
         self._settings = settings
         super().__init__(
@@ -256,7 +262,7 @@ class CQLAlchemy:
     # -- models ---------------------------------------------------------------
 
     @property
-    def models(self) -> list[type]:
+    def models(self) -> list[Any]:
         """Every concrete model declared on :attr:`Model`, parents first."""
         return [m for m in _subclasses(self.Model) if not m.__abstract__ and not m._is_context_clone()]
 
@@ -274,7 +280,9 @@ class CQLAlchemy:
         """
         state = self.state()
         models = self.models
-        self._require_keyspaces({state.keyspace, *(m._get_keyspace() for m in models if m._get_connection() == state.connection_name)})
+        self._require_keyspaces(
+            {state.keyspace, *(m._get_keyspace() for m in models if m._get_connection() == state.connection_name)}
+        )
         for bind in state.binds.values():
             self._require_keyspaces(
                 {m._get_keyspace() for m in models if m._get_connection() == bind.connection_name}, bind.connection_name
@@ -286,7 +294,7 @@ class CQLAlchemy:
                 log.debug("syncing table %s", model.column_family_name())
                 management.sync_table(model)
 
-    def sync_table(self, model: type) -> None:
+    def sync_table(self, model: Any) -> None:
         """Create or alter the table of one model."""
         self._require_keyspaces({model._get_keyspace()}, model._get_connection())
         with _schema_consent():
@@ -299,12 +307,12 @@ class CQLAlchemy:
         with _schema_consent():
             management.sync_type(keyspace, type_model, connection=state.connection_name)
 
-    def drop_table(self, model: type) -> None:
+    def drop_table(self, model: Any) -> None:
         """Drop the table of one model."""
         with _schema_consent():
             management.drop_table(model)
 
-    def truncate(self, *models: type) -> None:
+    def truncate(self, *models: Any) -> None:
         """Remove every row of the given models' tables (all models by default)."""
         for model in models or self.models:
             self.session.execute(f"TRUNCATE {model.column_family_name()}")
@@ -315,13 +323,19 @@ class CQLAlchemy:
         if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) or replication_factor < 1:
             raise SchemaError(f"replication_factor must be a whole number of at least 1, got {replication_factor!r}")
         with _schema_consent():
-            management.create_keyspace_simple(name, replication_factor, durable_writes, connections=[self.state().connection_name])
+            management.create_keyspace_simple(
+                name, replication_factor, durable_writes, connections=[self.state().connection_name]
+            )
 
-    def create_keyspace_network_topology(self, name: str, dc_replication_map: dict[str, int], durable_writes: bool = True) -> None:
+    def create_keyspace_network_topology(
+        self, name: str, dc_replication_map: dict[str, int], durable_writes: bool = True
+    ) -> None:
         """Create keyspace ``name`` with NetworkTopologyStrategy, unless it exists."""
         validate_keyspace_name(name)
         with _schema_consent():
-            management.create_keyspace_network_topology(name, dc_replication_map, durable_writes, connections=[self.state().connection_name])
+            management.create_keyspace_network_topology(
+                name, dc_replication_map, durable_writes, connections=[self.state().connection_name]
+            )
 
     def drop_keyspace(self, name: str) -> None:
         """Drop keyspace ``name`` and everything in it, if it exists."""
@@ -361,13 +375,15 @@ class CQLAlchemy:
         """The driver cluster of the current app (connects if lazy)."""
         return self.state().connection.cluster
 
-    def execute(self, cql: str, params: Any = None, *, timeout: float | None = None, consistency: Any = None) -> ResultSet:
+    def execute(
+        self, cql: str, params: Any = None, *, timeout: float | None = None, consistency: Any = None
+    ) -> ResultSet:
         """Run one CQL statement with bound ``params``; return the driver's ResultSet."""
         statement = SimpleStatement(cql, consistency_level=parse_consistency(consistency, "consistency"))
         return self.session.execute(statement, params, timeout if timeout is not None else _NOT_SET)
 
     @property
-    def aio(self) -> "AsyncCQLAlchemy":
+    def aio(self) -> AsyncCQLAlchemy:
         """The async facade of this extension."""
         if self._aio is None:
             from .aio import AsyncCQLAlchemy
@@ -384,7 +400,7 @@ class CQLAlchemy:
 
 def _subclasses(base: type) -> list[Any]:
     found: list[Any] = []
-    pending = list(base.__subclasses__())
+    pending: list[Any] = list(base.__subclasses__())
     while pending:
         cls = pending.pop(0)
         if cls not in found:

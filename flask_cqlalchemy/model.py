@@ -5,6 +5,7 @@ Each :class:`~flask_cqlalchemy.CQLAlchemy` gets its own abstract base, so
 extension, at query time, for the connection and keyspace of the current
 app (which is what makes the app-factory pattern and ``set_keyspace`` work).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ class _InstanceState:
 class ModelMixin:
     """Methods every ``db.Model`` gains on top of cqlengine's ``Model``."""
 
-    __cqlalchemy__: "CQLAlchemy"
+    __cqlalchemy__: CQLAlchemy
     __queryset__ = QuerySet
     #: Name of a ``CASSANDRA_BINDS`` entry: this model's cluster and keyspace.
     __bind__: str | None = None
@@ -69,8 +70,10 @@ class ModelMixin:
         # cqlengine walks every subclass, and so registers its own clones of
         # a child model (left behind by sync_table) in place of the child.
         if not cls._is_polymorphic_base:  # type: ignore[attr-defined]
-            raise models.ModelException("_discover_polymorphic_submodels can only be called on polymorphic base classes")
-        pending = list(cls.__subclasses__())
+            raise models.ModelException(
+                "_discover_polymorphic_submodels can only be called on polymorphic base classes"
+            )
+        pending: list[Any] = list(cls.__subclasses__())
         while pending:
             klass = pending.pop()
             pending.extend(klass.__subclasses__())
@@ -127,11 +130,13 @@ class ModelMixin:
         return self
 
 
-def make_model_base(ext: "CQLAlchemy") -> type:
+def make_model_base(ext: CQLAlchemy) -> type:
     """The abstract ``db.Model`` of one extension."""
-    return type(models.Model)("Model", (ModelMixin, models.Model), {"__abstract__": True, "__cqlalchemy__": ext, "__module__": __name__})
+    return type(models.Model)(
+        "Model", (ModelMixin, models.Model), {"__abstract__": True, "__cqlalchemy__": ext, "__module__": __name__}
+    )
 
 
-def make_user_type_base(ext: "CQLAlchemy") -> type:
+def make_user_type_base(ext: CQLAlchemy) -> type:
     """The ``db.UserType`` of one extension (found by ``sync_db``)."""
     return type("UserType", (usertype.UserType,), {"__cqlalchemy__": ext, "__module__": __name__})

@@ -9,14 +9,16 @@ The MAC key is ``CASSANDRA_CURSOR_SECRET``, else the app's ``SECRET_KEY``.
 Without either, cursors are still checked for corruption and for belonging
 to the query, but a determined client could forge one.
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import InvalidCursor, InvalidPageSize
 

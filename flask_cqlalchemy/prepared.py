@@ -14,6 +14,7 @@ on it goes prepared. Nothing waits for a prepare, on a loop or elsewhere.
 Anything this cannot reproduce exactly (literal ``%``, ``IN`` lists quoted by
 cqlengine, a value the prepared metadata refuses) goes unprepared.
 """
+
 from __future__ import annotations
 
 import logging

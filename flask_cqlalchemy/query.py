@@ -5,10 +5,12 @@ Every async method builds its statement with cqlengine's own code
 and awaits the finished statement; rows become model instances through
 cqlengine's own result constructor.
 """
+
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cassandra.cluster import ResultSet
 from cassandra.cqlengine.query import ModelQuerySet, check_applied
@@ -68,7 +70,9 @@ class QuerySet(ModelQuerySet):
         """
         statement, per_page, paging_state = self._page_request(per_page, cursor)
         result = execution.send_sync(statement, paging_state)
-        more = bool(result.paging_state) and _has_rows(execution.send_sync(statement.with_fetch_size(1), result.paging_state))
+        more = bool(result.paging_state) and _has_rows(
+            execution.send_sync(statement.with_fetch_size(1), result.paging_state)
+        )
         return self._make_page(result, statement, per_page, cursor, more)
 
     # -- async --------------------------------------------------------------
@@ -146,10 +150,12 @@ class QuerySet(ModelQuerySet):
         await execution.ensure_connected(self._connection_name())
         statement, per_page, paging_state = self._page_request(per_page, cursor)
         result = await execution.send(statement, paging_state)
-        more = bool(result.paging_state) and _has_rows(await execution.send(statement.with_fetch_size(1), result.paging_state))
+        more = bool(result.paging_state) and _has_rows(
+            await execution.send(statement.with_fetch_size(1), result.paging_state)
+        )
         return self._make_page(result, statement, per_page, cursor, more)
 
-    def __aiter__(self) -> "_RowStream":
+    def __aiter__(self) -> _RowStream:
         return _RowStream(self)
 
     # -- shared -------------------------------------------------------------
@@ -157,7 +163,7 @@ class QuerySet(ModelQuerySet):
     def _connection_name(self) -> str | None:
         return self._connection or self.model._get_connection()
 
-    def _extension(self) -> "CQLAlchemy":
+    def _extension(self) -> CQLAlchemy:
         return self.model.__cqlalchemy__
 
     def _not_found(self, filters: dict[str, Any]) -> str:
@@ -223,7 +229,7 @@ class _RowStream:
         self._next: asyncio.Future[ResultSet] | None = None
         self._done = False
 
-    def __aiter__(self) -> "_RowStream":
+    def __aiter__(self) -> _RowStream:
         return self
 
     async def __anext__(self) -> Any:
@@ -267,7 +273,7 @@ class _RowStream:
                 pass
 
 
-def _forget(future: "asyncio.Future[ResultSet]") -> None:
+def _forget(future: asyncio.Future[ResultSet]) -> None:
     # A page nobody will read: cancel it if still pending, and mark a
     # failure as retrieved so asyncio does not log "exception was never retrieved".
     if future.done():

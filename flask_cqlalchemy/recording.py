@@ -5,6 +5,7 @@ sends during a request (or any app context) is kept in ``flask.g`` with its
 CQL, parameters, duration, the line of user code that caused it, and whether
 it went sync or async. Off (the default), nothing of this runs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,7 +33,10 @@ def _plumbing() -> tuple[str, ...]:
 
     import flask_cqlalchemy
 
-    places = [os.path.dirname(m.__file__ or "") + os.sep for m in (asyncio, concurrent.futures, cassandra, flask, werkzeug, flask_cqlalchemy)]
+    places = [
+        os.path.dirname(m.__file__ or "") + os.sep
+        for m in (asyncio, concurrent.futures, cassandra, flask, werkzeug, flask_cqlalchemy)
+    ]
     places.append(threading.__file__ or "threading.py")
     asgiref = sys.modules.get("asgiref")
     if asgiref is not None and asgiref.__file__:

@@ -4,6 +4,7 @@ The node comes from ``scripts/cassandra start`` (``make test`` runs it), or
 from the cluster named by ``CASSANDRA_HOSTS``. No node is a failure, never a
 skip.
 """
+
 from __future__ import annotations
 
 import os

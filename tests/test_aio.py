@@ -1,4 +1,5 @@
 """The async facade against the real node: same results as the sync API."""
+
 from __future__ import annotations
 
 import asyncio
@@ -214,12 +215,16 @@ def test_thousand_concurrent_agets_return_the_right_rows(clean_db):
 def test_create_options_ttl_and_timestamp(clean_db):
     async def scenario():
         await AioEvent.ttl(60).acreate(stream="ttl", seq=1, payload="short-lived")
-        rows = await adb.execute(f"SELECT TTL(payload) AS t, WRITETIME(payload) AS w FROM {KEYSPACE}.aio_event WHERE stream='ttl' AND seq=1")
+        rows = await adb.execute(
+            f"SELECT TTL(payload) AS t, WRITETIME(payload) AS w FROM {KEYSPACE}.aio_event WHERE stream='ttl' AND seq=1"
+        )
         assert 0 < rows[0]["t"] <= 60
         from datetime import datetime, timedelta
 
         await AioEvent.timestamp(timedelta(seconds=-3600)).acreate(stream="ts", seq=1, payload="old")
-        rows = await adb.execute(f"SELECT WRITETIME(payload) AS w FROM {KEYSPACE}.aio_event WHERE stream='ts' AND seq=1")
+        rows = await adb.execute(
+            f"SELECT WRITETIME(payload) AS w FROM {KEYSPACE}.aio_event WHERE stream='ts' AND seq=1"
+        )
         assert rows[0]["w"] < (datetime.now() - timedelta(minutes=50)).timestamp() * 1e6
 
     run(scenario())

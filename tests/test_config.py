@@ -1,4 +1,5 @@
 """Every config key: missing or malformed gives a ConfigError naming the key."""
+
 from __future__ import annotations
 
 import ssl

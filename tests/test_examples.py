@@ -1,4 +1,5 @@
 """The original README's examples and shell sessions, run as a user would."""
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,8 @@ def cqlengine_keyspace():
     cluster = Cluster(HOSTS, protocol_version=5)
     session = cluster.connect()
     session.execute(
-        "CREATE KEYSPACE IF NOT EXISTS cqlengine WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        "CREATE KEYSPACE IF NOT EXISTS cqlengine "
+        "WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
     )
     yield session
     session.execute("DROP TABLE IF EXISTS cqlengine.user")

@@ -1,4 +1,5 @@
 """The sync extension against the real node: models, schema helpers, apps."""
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,7 @@ from flask_cqlalchemy import CQLAlchemy, NotInitializedError, SchemaError
 from flask_cqlalchemy.config import validate_keyspace_name
 from flask_cqlalchemy.errors import ConfigError
 
-from .conftest import HOSTS, KEYSPACE, make_app
+from .conftest import KEYSPACE, make_app
 
 app = make_app(__name__)
 db = CQLAlchemy(app)

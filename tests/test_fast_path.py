@@ -1,9 +1,9 @@
 """The prepared-statement fast path gives exactly what unprepared statements give."""
+
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -128,7 +128,9 @@ def test_hot_statements_really_go_prepared_with_the_same_routing(both, monkeypat
     bound = [q for q in sent if isinstance(q, BoundStatement)]
     assert len(bound) >= 2, sent
     with execution.capture() as captured:
-        Prepared.objects(owner="carl", account_id=1)._execute(Prepared.objects(owner="carl", account_id=1)._select_query())
+        Prepared.objects(owner="carl", account_id=1)._execute(
+            Prepared.objects(owner="carl", account_id=1)._select_query()
+        )
     simple = captured[0].query
     assert isinstance(simple, SimpleStatement)
     assert bound[-1].routing_key == simple.routing_key

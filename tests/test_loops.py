@@ -4,6 +4,7 @@ Flask runs each ``async def`` view in a fresh loop on a fresh thread and
 closes it afterwards; these tests prove nothing is bound to a loop, later
 pages never block the loop, and abandoned awaits leave no trace.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,7 +73,7 @@ class Ticker:
             self.largest_gap = max(self.largest_gap, now - last)
             last = now
 
-    async def __aenter__(self) -> "Ticker":
+    async def __aenter__(self) -> Ticker:
         self._task = asyncio.create_task(self._run())
         await asyncio.sleep(0)
         return self
@@ -142,6 +143,7 @@ def test_concurrent_requests_on_a_threaded_wsgi_server(rows):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
+
         def fetch(i: int) -> tuple[int, str]:
             response = requests.get(f"http://127.0.0.1:{port}/rows/1/{i % 10}", timeout=30)
             return response.status_code, response.json()["body"]

@@ -1,4 +1,5 @@
 """Cursor pagination on Cassandra's paging state, sync and async."""
+
 from __future__ import annotations
 
 import asyncio
@@ -105,7 +106,13 @@ def test_views_answer_400_never_500(items):
     assert first["items"] == [0, 1, 2, 3] and first["has_next"]
     second = client.get(f"/items/ann?per_page=4&cursor={first['next_cursor']}").json
     assert second["items"] == [4, 5, 6, 7]
-    for query in ("per_page=0", "per_page=abc", "per_page=1000", "cursor=garbage", f"cursor={first['next_cursor'][:-2]}"):
+    for query in (
+        "per_page=0",
+        "per_page=abc",
+        "per_page=1000",
+        "cursor=garbage",
+        f"cursor={first['next_cursor'][:-2]}",
+    ):
         response = client.get(f"/items/ann?{query}")
         assert response.status_code == 400, (query, response.status_code)
     assert client.get(f"/items/bob?cursor={first['next_cursor']}").status_code == 400

@@ -1,10 +1,12 @@
 """Query recording (CASSANDRA_RECORD_QUERIES) and several clusters per app (CASSANDRA_BINDS)."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 
 import pytest
+from cassandra import InvalidRequest
 from cassandra.cluster import Cluster
 from flask import jsonify
 
@@ -46,7 +48,8 @@ def analytics_keyspace():
     cluster = Cluster(HOSTS, protocol_version=5)
     session = cluster.connect()
     session.execute(
-        f"CREATE KEYSPACE IF NOT EXISTS {ANALYTICS} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        f"CREATE KEYSPACE IF NOT EXISTS {ANALYTICS} "
+        "WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
     )
     yield
     session.execute(f"DROP KEYSPACE IF EXISTS {ANALYTICS}")
@@ -78,7 +81,7 @@ def test_async_queries_are_recorded_per_request(clean_db):
 
 def test_failed_queries_are_recorded_with_their_error(clean_db):
     with app.app_context():
-        with pytest.raises(Exception):
+        with pytest.raises(InvalidRequest):
             db.execute(f"SELECT * FROM {KEYSPACE}.no_such_table")
         assert "no_such_table" in (get_recorded_queries()[-1].error or "")
 
