@@ -112,9 +112,20 @@ class _Connection(cqlengine_connection.Connection):  # type: ignore[misc]
         self._ext = ext
 
     def setup(self) -> None:
-        if not self.lazy_connect:
-            log.debug("connecting %s to %s", self.name, ", ".join(self.hosts))
-        super().setup()
+        if self.lazy_connect:
+            return
+        log.debug("connecting %s to %s", self.name, ", ".join(self.hosts))
+        try:
+            super().setup()
+        except Exception:
+            # cqlengine would leave a failed lazy connection half made and no
+            # longer lazy, so it would never try again: close what was made
+            # and connect anew at the next use.
+            if self.cluster is not None:
+                self.cluster.shutdown()
+            self.cluster = self.session = None
+            self.lazy_connect = True
+            raise
 
     def setup_session(self) -> None:
         super().setup_session()
@@ -235,6 +246,10 @@ class CQLAlchemy:
             log.warning("no Cassandra host answered at start; %s will retry on first use", name)
         return name
 
+    def initialized_state(self) -> AppState | None:
+        """Like :meth:`state`, but None instead of raising before any ``init_app``."""
+        return self.state() if self._states else None
+
     def state(self) -> AppState:
         """The state of the current app, or of the last app initialised when
         no app context is active (scripts, the Python shell).
@@ -322,6 +337,7 @@ class CQLAlchemy:
         validate_keyspace_name(name)
         if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) or replication_factor < 1:
             raise SchemaError(f"replication_factor must be a whole number of at least 1, got {replication_factor!r}")
+        self._refresh_schema()
         with _schema_consent():
             management.create_keyspace_simple(
                 name, replication_factor, durable_writes, connections=[self.state().connection_name]
@@ -332,6 +348,7 @@ class CQLAlchemy:
     ) -> None:
         """Create keyspace ``name`` with NetworkTopologyStrategy, unless it exists."""
         validate_keyspace_name(name)
+        self._refresh_schema()
         with _schema_consent():
             management.create_keyspace_network_topology(
                 name, dc_replication_map, durable_writes, connections=[self.state().connection_name]
@@ -340,6 +357,7 @@ class CQLAlchemy:
     def drop_keyspace(self, name: str) -> None:
         """Drop keyspace ``name`` and everything in it, if it exists."""
         validate_keyspace_name(name)
+        self._refresh_schema()
         with _schema_consent():
             management.drop_keyspace(name, connections=[self.state().connection_name])
 
@@ -349,6 +367,12 @@ class CQLAlchemy:
         state = self.state()
         state.keyspace = state.settings.keyspace if name is None else validate_keyspace_name(name)
         log.debug("app %s now uses keyspace %s", state.app_name, state.keyspace)
+
+    def _refresh_schema(self) -> None:
+        # cqlengine decides whether a keyspace exists from the driver's
+        # metadata, which learns of another client's DDL only after a refresh
+        # window: a drop would be skipped, a create would fail.
+        self.cluster.refresh_schema_metadata()
 
     def _require_keyspaces(self, keyspaces: set[str], connection: str | None = None) -> None:
         cluster = cqlengine_connection.get_cluster(connection) if connection else self.cluster

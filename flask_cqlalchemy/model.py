@@ -47,8 +47,20 @@ class ModelMixin:
     __bind__: str | None = None
 
     @classmethod
-    def _get_keyspace(cls) -> str:
-        return cls.__keyspace__ or cls.__cqlalchemy__.state().bind(cls.__bind__).keyspace  # type: ignore[attr-defined]
+    def _get_keyspace(cls) -> str | None:
+        if cls.__keyspace__:  # type: ignore[attr-defined]
+            return cls.__keyspace__  # type: ignore[attr-defined,no-any-return]
+        state = cls.__cqlalchemy__.initialized_state()
+        # None before init_app: cqlengine asks while creating a model class
+        # (to register its user-defined types), which may precede init_app in
+        # an app factory. Queries still fail clearly, see column_family_name.
+        return None if state is None else state.bind(cls.__bind__).keyspace
+
+    @classmethod
+    def column_family_name(cls, include_keyspace: bool = True) -> str:
+        if include_keyspace and not cls.__keyspace__:  # type: ignore[attr-defined]
+            cls.__cqlalchemy__.state()  # NotInitializedError before init_app
+        return super().column_family_name(include_keyspace)  # type: ignore[misc,no-any-return]
 
     @classmethod
     def _class_get_connection(cls) -> str:

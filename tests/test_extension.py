@@ -310,3 +310,43 @@ def test_consistency_config_reaches_the_session():
         assert profile.consistency_level == ConsistencyLevel.LOCAL_ONE
     finally:
         strict.shutdown()
+
+
+def test_app_factory_with_user_defined_type_declared_before_init_app():
+    factory_db = CQLAlchemy()
+
+    class FactoryAddress(factory_db.UserType):
+        street = factory_db.columns.Text()
+
+    class FactoryHome(factory_db.Model):  # a UDT column: cqlengine asks for the keyspace right here
+        name = factory_db.columns.Text(primary_key=True)
+        addr = factory_db.columns.UserDefinedType(FactoryAddress)
+
+    with pytest.raises(NotInitializedError):
+        FactoryHome.objects.count()
+    factory_app = make_app("udt_factory")
+    factory_db.init_app(factory_app)
+    try:
+        factory_db.sync_db()
+        FactoryHome.create(name="home", addr=FactoryAddress(street="Main St."))
+        assert FactoryHome.get(name="home").addr.street == "Main St."
+    finally:
+        factory_db.drop_table(FactoryHome)
+        factory_db.shutdown()
+
+
+def test_failed_lazy_connect_tries_again_at_next_use():
+    config = {"CASSANDRA_LAZY_CONNECT": True, "CASSANDRA_SETUP_KWARGS": {"connect_timeout": 1}}
+    lazy_app = make_app("lazy_retry", CASSANDRA_PORT=1, **config)
+    lazy = CQLAlchemy(lazy_app)
+    try:
+        for _ in range(2):  # each use tries again, with the same clear error
+            with pytest.raises(NoHostAvailable):
+                lazy.execute("SELECT release_version FROM system.local")
+        # The cluster comes back (here: the right port) and the same extension works.
+        from cassandra.cqlengine import connection as registry
+
+        registry._connections[lazy.state().connection_name].cluster_options["port"] = 9042
+        assert lazy.execute("SELECT release_version FROM system.local").one()["release_version"].startswith("5.0")
+    finally:
+        lazy.shutdown()

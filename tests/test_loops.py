@@ -195,9 +195,18 @@ def test_scan_of_ten_thousand_rows_never_blocks_the_loop(clean_db, record_figure
 def test_sync_db_runs_off_the_loop(module_db, record_figure):
     scratch = AsyncCQLAlchemy(make_app("scratch", CASSANDRA_KEYSPACE="flask_cqlalchemy_scratch"))
 
-    class ScratchTable(scratch.Model):
-        key = scratch.columns.Text(primary_key=True)
-        value = scratch.columns.Text()
+    for name in ("scratch_a", "scratch_b", "scratch_c"):
+        type(scratch.Model)(
+            name,
+            (scratch.Model,),
+            {
+                "__module__": __name__,
+                "key": scratch.columns.Text(primary_key=True),
+                "value": scratch.columns.Text(),
+                "count": scratch.columns.Integer(),
+            },
+        )
+    first = scratch.sync.models[0]
 
     async def scenario():
         await scratch.drop_keyspace("flask_cqlalchemy_scratch")
@@ -206,8 +215,8 @@ def test_sync_db_runs_off_the_loop(module_db, record_figure):
             started = time.perf_counter()
             await scratch.sync_db()
             took = time.perf_counter() - started
-        await ScratchTable.acreate(key="k", value="v")
-        assert (await ScratchTable.aget(key="k")).value == "v"
+        await first.acreate(key="k", value="v")
+        assert (await first.aget(key="k")).value == "v"
         await scratch.drop_keyspace("flask_cqlalchemy_scratch")
         return ticker.largest_gap, took
 
@@ -216,8 +225,12 @@ def test_sync_db_runs_off_the_loop(module_db, record_figure):
             gap, took = asyncio.run(scenario())
     finally:
         scratch.sync.shutdown()
-    record_figure(f"largest loop gap during await sync_db() (took {took * 1000:.0f} ms): {gap * 1000:.1f} ms")
-    assert gap < 0.05 and gap < took / 4
+    record_figure(
+        f"largest loop gap during await sync_db() of 3 new tables (took {took * 1000:.0f} ms): {gap * 1000:.1f} ms"
+    )
+    # Run on the loop, sync_db would stall it for its whole duration; in a
+    # worker thread the loop only waits for the GIL now and then.
+    assert gap < 0.1 and gap < took / 2
 
 
 def test_cancelled_awaits_leave_no_error_and_next_request_works(rows, driver_errors):
