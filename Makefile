@@ -35,3 +35,43 @@ stop:
 
 clean: stop
 	rm -rf $(VENV) *.egg-info
+
+# make bench   virtualenv + local Cassandra node, then every benchmark scenario
+#              (bench/README.md); results in docs/benchmarks/.
+#              make bench BENCH_ARGS=--quick   a smoke run (~1 min, output in the temp dir)
+BENCH_ARGS      ?=
+BENCH_INSTALLED := $(VENV)/.installed-bench
+
+.PHONY: bench
+
+$(BENCH_INSTALLED): pyproject.toml $(INSTALLED)
+	$(PYTHON) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: venv cassandra $(BENCH_INSTALLED)
+	$(PYTHON) -m bench.run $(BENCH_ARGS)
+
+# The docs site: the docs extra, then Sphinx with every warning an error,
+# into docs/_build/html (git-ignored). Needs no Cassandra node.
+DOCS_INSTALLED := $(VENV)/.installed-docs
+
+$(DOCS_INSTALLED): pyproject.toml $(INSTALLED)
+	$(PYTHON) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+.PHONY: docs
+docs: $(DOCS_INSTALLED)
+	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+# ruff on the repo, mypy on the package (CI runs it after the tests).
+LINT_INSTALLED := $(VENV)/.installed-lint
+
+$(LINT_INSTALLED): pyproject.toml $(INSTALLED)
+	$(PYTHON) -m pip install --quiet -e '.[lint]'
+	touch $@
+
+.PHONY: lint
+lint: $(LINT_INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check flask_cqlalchemy tests examples
+	$(VENV)/bin/mypy flask_cqlalchemy
