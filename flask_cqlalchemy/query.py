@@ -9,6 +9,7 @@ cqlengine's own result constructor.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,8 +44,33 @@ async def send_captured(connection: str | None, build: Callable[[], R]) -> tuple
     return value, results
 
 
-class QuerySet(ModelQuerySet):
+#: Attributes cqlengine's ``__deepcopy__`` resets, or shares, in a clone.
+_PER_EXECUTION = frozenset({"_con", "_cur", "_result_cache", "_result_idx", "_result_generator", "_construct_result"})
+_SHARED = frozenset({"_batch", "_timeout", "model"})
+_IMMUTABLE = (type(None), bool, int, float, str, bytes)
+
+
+class QuerySet(ModelQuerySet):  # type: ignore[misc]
     """cqlengine's ``ModelQuerySet`` with ``*_or_404``, pagination and ``a*`` methods."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> QuerySet:
+        # cqlengine clones the queryset on every filter() with copy.deepcopy
+        # of each attribute, which is a third of a point read's CPU time. The
+        # same clone, with immutable values and empty containers taken as is:
+        # anything else (where clauses, deferred values) is still deep-copied,
+        # because building a statement numbers the clauses in place.
+        clone = object.__new__(type(self))
+        state = clone.__dict__
+        for key, value in self.__dict__.items():
+            if key in _PER_EXECUTION:
+                state[key] = None
+            elif key in _SHARED or type(value) in _IMMUTABLE:
+                state[key] = value
+            elif type(value) in (list, set, dict) and not value:
+                state[key] = type(value)()
+            else:
+                state[key] = copy.deepcopy(value, memo)
+        return clone
 
     # -- sync twins ---------------------------------------------------------
 
