@@ -177,3 +177,29 @@ def test_prepared_statements_use_the_current_keyspace(both):
     finally:
         db.set_keyspace()
         db.drop_keyspace(other)
+
+
+def test_queryset_clone_matches_cqlengines_deepcopy(both):
+    import copy
+
+    from cassandra.cqlengine.query import ModelQuerySet
+
+    qs = (
+        Prepared.objects.filter(owner="ann")
+        .filter(account_id__in=[1, 2])
+        .order_by("-account_id")
+        .only(["balance"])
+        .limit(5)
+        .fetch_size(3)
+        .consistency(ConsistencyLevel.ONE)
+        .timeout(2)
+        .allow_filtering()
+    )
+    ours = copy.deepcopy(qs)
+    theirs = ModelQuerySet.__deepcopy__(qs, {})
+    assert set(ours.__dict__) == set(theirs.__dict__)
+    for key in theirs.__dict__:
+        assert ours.__dict__[key] == theirs.__dict__[key], key
+    assert ours._where is not qs._where and ours._where[0] is not qs._where[0]
+    assert str(ours._select_query()) == str(theirs._select_query())
+    assert [a.account_id for a in ours] == [a.account_id for a in theirs]
