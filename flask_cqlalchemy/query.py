@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -254,6 +255,7 @@ class _RowStream:
         self._construct: Callable[[Any], Any] | None = None
         self._next: asyncio.Future[ResultSet] | None = None
         self._done = False
+        self._since_yield = time.perf_counter()
 
     def __aiter__(self) -> _RowStream:
         return self
@@ -263,10 +265,17 @@ class _RowStream:
             row = next(self._rows, _END)
             if row is not _END:
                 assert self._construct is not None
+                if time.perf_counter() - self._since_yield > _YIELD_EVERY:
+                    # Rows of a page already here come without an await, so a
+                    # consumer could turn a whole page into instances (and do
+                    # its own work on each) without giving the loop a turn.
+                    await asyncio.sleep(0)
+                    self._since_yield = time.perf_counter()
                 return self._construct(row)
             if self._done:
                 raise StopAsyncIteration
             await self._advance()
+            self._since_yield = time.perf_counter()
 
     async def _advance(self) -> None:
         if self._statement is None:
@@ -310,3 +319,6 @@ def _forget(future: asyncio.Future[ResultSet]) -> None:
 
 
 _END = object()
+
+#: Longest stretch (seconds) an ``async for`` keeps the loop before yielding it.
+_YIELD_EVERY = 0.001
