@@ -157,7 +157,7 @@ async def ensure_connected(name: str | None) -> None:
     it would stall every other request of this loop.
     """
     connection = _registered(name)
-    if connection.lazy_connect:
+    if connection.session is None:
         await asyncio.to_thread(connection.handle_lazy_connect)
 
 

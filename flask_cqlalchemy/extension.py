@@ -137,6 +137,17 @@ class _Connection(cqlengine_connection.Connection):  # type: ignore[misc]
                 self.cluster.register_user_type(self._keyspace, user_type.type_name(), user_type)
         log.debug("connected %s (protocol v%s)", self.name, self.cluster.protocol_version)
 
+    def handle_lazy_connect(self) -> None:
+        # cqlengine clears its lazy flag before connecting, so a second
+        # thread (or request) arriving meanwhile would go on with no session.
+        # "Connected" here means a session exists; others wait on the lock.
+        if self.session is not None:
+            return
+        with self.lazy_connect_lock:
+            if self.session is None:
+                self.lazy_connect = False
+                self.setup()
+
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's cluster without touching its
         sockets (they are the parent's), and connect anew at first use."""
@@ -266,13 +277,17 @@ class CQLAlchemy:
             )
         return self._states[-1]
 
-    def shutdown(self) -> None:
-        """Close the cluster connections of every app this extension serves."""
-        for state in self._states:
+    def shutdown(self, app: Flask | None = None) -> None:
+        """Close the cluster connections of ``app``, or of every app this
+        extension serves. A closed app must be initialised again to be used."""
+        states = [s for s in self._states if app is None or app.extensions.get(EXTENSION_KEY) is s]
+        for state in states:
             for name in [state.connection_name, *(b.connection_name for b in state.binds.values())]:
                 cqlengine_connection.unregister_connection(name)
                 log.debug("shut down %s", name)
-        self._states.clear()
+            self._states.remove(state)
+        if app is not None:
+            app.extensions.pop(EXTENSION_KEY, None)
 
     # -- models ---------------------------------------------------------------
 

@@ -54,6 +54,16 @@ _IMMUTABLE = (type(None), bool, int, float, str, bytes)
 class QuerySet(ModelQuerySet):  # type: ignore[misc]
     """cqlengine's ``ModelQuerySet`` with ``*_or_404``, pagination and ``a*`` methods."""
 
+    #: Whether ``limit()`` was called: cqlengine's own default is 10000.
+    _limit_set = False
+
+    def limit(self, v: int | None) -> QuerySet:
+        clone = super().limit(v)
+        if clone is self:  # cqlengine returns the same queryset for an unchanged limit
+            clone = copy.deepcopy(self)
+        clone._limit_set = True
+        return clone  # type: ignore[no-any-return]
+
     def __deepcopy__(self, memo: dict[int, Any]) -> QuerySet:
         # cqlengine clones the queryset on every filter() with copy.deepcopy
         # of each attribute, which is a third of a point read's CPU time. The
@@ -209,7 +219,10 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
     def _page_request(self, per_page: Any, cursor: str | None) -> tuple[execution.Statement, int, bytes | None]:
         state = self._extension().state()
         per_page = check_per_page(per_page, state.settings.max_per_page)
-        statement = self.fetch_size(per_page)._capture_select()
+        # cqlengine puts LIMIT 10000 on every select unless told otherwise; a
+        # cursor walks the whole result, so only a limit the user set applies.
+        queryset = self if self._limit_set else self.limit(None)
+        statement = queryset.fetch_size(per_page)._capture_select()
         paging_state = None
         if cursor is not None:
             paging_state = state.cursor_codec.decode(_fingerprint(statement), cursor)

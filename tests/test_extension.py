@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 import warnings
@@ -350,3 +351,47 @@ def test_failed_lazy_connect_tries_again_at_next_use():
         assert lazy.execute("SELECT release_version FROM system.local").one()["release_version"].startswith("5.0")
     finally:
         lazy.shutdown()
+
+
+def test_concurrent_first_queries_of_a_lazy_app_all_succeed():
+    import threading
+
+    from flask_cqlalchemy.aio import AsyncCQLAlchemy
+
+    lazy_app = make_app("lazy_burst", CASSANDRA_LAZY_CONNECT=True)
+    lazy = AsyncCQLAlchemy(lazy_app)
+    barrier = threading.Barrier(8)
+    outcomes: list[object] = []
+
+    def first_query(use_async: bool) -> None:
+        barrier.wait()
+        try:
+            if use_async:
+                rows = asyncio.run(lazy.execute("SELECT release_version FROM system.local"))
+            else:
+                rows = list(lazy.sync.execute("SELECT release_version FROM system.local"))
+            outcomes.append(rows[0]["release_version"][:3])
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=first_query, args=(i % 2 == 0,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert outcomes == ["5.0"] * 8
+    finally:
+        lazy.sync.shutdown()
+
+
+def test_shutdown_of_one_app_leaves_the_others():
+    shared = CQLAlchemy()
+    first, second = make_app("first_of_two"), make_app("second_of_two")
+    shared.init_app(first)
+    shared.init_app(second)
+    shared.shutdown(first)
+    assert "cqlalchemy" not in first.extensions
+    with second.app_context():
+        assert shared.execute("SELECT release_version FROM system.local").one()
+    shared.shutdown()

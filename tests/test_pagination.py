@@ -133,3 +133,20 @@ def test_cursor_signed_with_another_secret_is_refused(items):
             globals()["PagedItem"].objects(owner="ann").paginate(per_page=2, cursor=cursor)
     finally:
         other.shutdown()
+
+
+def test_pages_walk_past_cqlengines_default_limit_of_10000(clean_db):
+    async def load():
+        for start in range(0, 10_005, 500):
+            await asyncio.gather(
+                *(PagedItem.acreate(owner="big", position=p, label="x") for p in range(start, min(start + 500, 10_005)))
+            )
+
+    asyncio.run(load())
+    pages = walk(50, owner="big")  # 50 is this app's CASSANDRA_MAX_PER_PAGE
+    assert len(pages) == 201 and len(pages[-1]) == 5
+    assert [p for page in pages for p in page] == list(range(10_005))
+    # A limit the user sets still applies.
+    page = PagedItem.objects(owner="big").limit(3).paginate(per_page=2)
+    rest = PagedItem.objects(owner="big").limit(3).paginate(per_page=2, cursor=page.next_cursor)
+    assert [i.position for i in page.items + rest.items] == [0, 1, 2] and rest.next_cursor is None

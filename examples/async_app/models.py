@@ -1,0 +1,44 @@
+"""Tables of the notes service.
+
+``Note`` holds one row per note in the partition of its user, newest
+first: listing a user's notes is a single-partition read in clustering
+order, and cursor pagination walks it page by page.
+
+``UserStats`` is a counter table. Counters cannot share a table with
+regular columns, and a counter increment is not idempotent, so it only
+counts what is cheap to count exactly: notes ever written by the user
+(incremented once, after the note's own insert succeeded).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .extensions import adb
+
+columns = adb.columns
+# The extension's own abstract base, made when ``adb`` was (typed Any for mypy).
+Model: Any = adb.Model
+
+TITLE_MAX = 200
+BODY_MAX = 10_000
+TAG_MAX = 50
+TAGS_PER_NOTE_MAX = 20
+
+
+class Note(Model):
+    __table_name__ = "notes"
+
+    user_id = columns.Text(partition_key=True)
+    note_id = columns.TimeUUID(primary_key=True, clustering_order="DESC")
+    title = columns.Text(required=True, max_length=TITLE_MAX)
+    body = columns.Text(max_length=BODY_MAX)
+    tags = columns.Set(columns.Text(max_length=TAG_MAX))
+    created = columns.DateTime(required=True)
+
+
+class UserStats(Model):
+    __table_name__ = "user_stats"
+
+    user_id = columns.Text(partition_key=True)
+    notes_written = columns.Counter()
