@@ -1,0 +1,609 @@
+"""Turns the measurements into ``results.md``, ``results.json``, ``results.png``
+and ``environment.md``.
+
+Ratios are taken per round (both contenders measured in the same round,
+minutes apart at most) and the median of those per-round ratios is reported;
+they are "times the baseline's speed": above 1 is faster than the baseline,
+for throughput and for latency alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import common
+from .contenders import BASELINE
+from .http_scenario import HttpResult
+from .scenarios import ScenarioResult
+
+LABELS = {
+    "facade": "flask-cqlalchemy facade",
+    "raw": "raw driver limit (prepared, execute_async, minimal bridge)",
+    "aiocqlengine": "aiocqlengine 0.3.2 (one long-lived loop)",
+    "threadpool": "sync cqlengine in thread pool (sync_to_async)",
+}
+
+
+@dataclass
+class Row:
+    scenario: str
+    contender: str
+    median: str
+    spread: str
+    ratio: str
+    target: str
+    met: str  # "yes", "**no**", "" (no target on this row)
+
+
+@dataclass
+class Verdict:
+    target: str
+    measured: str
+    met: bool
+    miss: str = ""  # by how much, when missed
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    if value != value:  # nan
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def per_round_ratio(numerator: list[float], denominator: list[float]) -> float:
+    ratios = [n / d for n, d in zip(numerator, denominator, strict=False) if d]
+    return common.median(ratios)
+
+
+def throughput_rows(report: Report, result: ScenarioResult, targets: dict[str, Any]) -> None:
+    base = [s.value for s in result.samples.get(BASELINE, [])]
+    facade = [s.value for s in result.samples.get("facade", [])]
+    for key, samples in result.samples.items():
+        values = [s.value for s in samples]
+        ratio = per_round_ratio(values, base) if base else float("nan")
+        target, met = "", ""
+        if key == BASELINE:
+            target = "baseline"
+        elif key == "facade":
+            goal = targets["facade_vs_raw"]
+            target = f"≥ {goal}× raw"
+            ok = ratio >= goal
+            met = "yes" if ok else "**no**"
+            report.verdicts.append(
+                Verdict(
+                    f"{result.title}: facade ≥ {goal}× the raw-driver limit",
+                    f"{ratio:.2f}×",
+                    ok,
+                    ""
+                    if ok
+                    else f"short by {(goal - ratio) / goal * 100:.0f} % (needs {goal / ratio:.2f}× more speed)",
+                )
+            )
+        elif facade:
+            goal = targets["facade_vs_other"]
+            advantage = per_round_ratio(facade, values)
+            target = f"facade ≥ {goal}× this (is {advantage:.2f}×)"
+            ok = advantage >= goal
+            met = "yes" if ok else "**no**"
+            report.verdicts.append(
+                Verdict(
+                    f"{result.title}: facade ≥ {goal}× {LABELS.get(key, key)}",
+                    f"{advantage:.2f}×",
+                    ok,
+                    "" if ok else f"short by {(goal - advantage) / goal * 100:.1f} %",
+                )
+            )
+        cpu_loop = common.median([s.extra.get("loop_cpu_us_per_op", float("nan")) for s in samples])
+        cpu_all = common.median([s.extra.get("process_cpu_us_per_op", float("nan")) for s in samples])
+        cpu_node = common.median([s.extra.get("node_cpu_us_per_op", float("nan")) for s in samples])
+        spread = (
+            f"{_fmt(min(values))}–{_fmt(max(values))}; CPU per op: {cpu_loop:.0f} µs loop thread, "
+            f"{cpu_all:.0f} µs whole bench process, {_fmt(cpu_node)} µs Cassandra"
+        )
+        report.rows.append(
+            Row(
+                result.title,
+                LABELS.get(key, key),
+                f"{_fmt(common.median(values))} {result.unit}",
+                spread,
+                f"{ratio:.2f}×",
+                target,
+                met,
+            )
+        )
+
+
+def scan_rows(report: Report, result: ScenarioResult, targets: dict[str, Any], diagnostics: dict[str, Any]) -> None:
+    base = [s.value for s in result.samples.get(BASELINE, [])]
+    goal = targets["scan_gap_ms"]
+    for key, samples in result.samples.items():
+        values = [s.value for s in samples]
+        gaps = [s.extra["largest_gap_ms"] for s in samples]
+        gc_pauses = [s.extra["largest_gc_pause_ms"] for s in samples]
+        ratio = per_round_ratio(values, base) if base else float("nan")
+        gap = common.median(gaps)
+        no_gc = diagnostics.get("gap_without_gc_ms", {}).get(key)
+        frozen = diagnostics.get("gap_gc_frozen_ms", {}).get(key)
+        detail = (
+            f"{_fmt(min(values))}–{_fmt(max(values))} rows/s; largest loop gap median {gap:.1f} ms "
+            f"(worst {max(gaps):.1f}), largest GC pause median {common.median(gc_pauses):.1f} ms"
+            + (f"; gap with GC off {no_gc:.1f} ms" if no_gc is not None else "")
+            + (f", after gc.freeze() {frozen:.1f} ms" if frozen is not None else "")
+        )
+        target, met = ("baseline" if key == BASELINE else ""), ""
+        if key == "facade":
+            target = f"largest loop gap < {goal} ms (is {gap:.1f} ms)"
+            ok = gap < goal
+            met = "yes" if ok else "**no**"
+            report.verdicts.append(
+                Verdict(
+                    f"{result.title}: largest event-loop gap < {goal} ms (facade)",
+                    f"{gap:.1f} ms (worst round {max(gaps):.1f} ms)"
+                    + (f"; with GC off {no_gc:.1f} ms" if no_gc is not None else "")
+                    + (f", after gc.freeze() {frozen:.1f} ms" if frozen is not None else ""),
+                    ok,
+                    "" if ok else f"over by {gap - goal:.1f} ms ({gap / goal:.1f}× the budget)",
+                )
+            )
+        report.rows.append(
+            Row(
+                result.title,
+                LABELS.get(key, key),
+                f"{_fmt(common.median(values))} rows/s",
+                detail,
+                f"{ratio:.2f}×",
+                target,
+                met,
+            )
+        )
+
+
+def http_rows(report: Report, result: HttpResult, targets: dict[str, Any]) -> None:
+    title = f"4. HTTP view with 10 reads, {result.clients} concurrent client{'s' if result.clients > 1 else ''}"
+    baseline_path = "/sync"
+    base = result.views[baseline_path]
+    base_p50 = [common.median(r) for r in base.rounds]
+    base_p50_pooled = common.percentile([t for r in base.rounds for t in r], 50) * 1000
+    goal = targets["gather_vs_sync_p50"]
+    for path, samples in result.views.items():
+        pooled = [t for r in samples.rounds for t in r]
+        p50s = [common.median(r) for r in samples.rounds]
+        speedup = per_round_ratio(base_p50, p50s)
+        p50 = common.percentile(pooled, 50) * 1000
+        p99 = common.percentile(pooled, 99) * 1000
+        target, met = ("baseline" if path == baseline_path else ""), ""
+        if path == "/facade":
+            target = f"p50 ≥ {goal}× faster than sync view"
+            ok = speedup >= goal
+            met = "yes" if ok else "**no**"
+            report.verdicts.append(
+                Verdict(
+                    f"{title}: gather view ≥ {goal}× faster at p50 than the sequential sync view",
+                    f"{speedup:.2f}× (p50 {p50:.1f} ms vs {base_p50_pooled:.1f} ms)",
+                    ok,
+                    "" if ok else f"short by {(goal - speedup) / goal * 100:.0f} %",
+                )
+            )
+        errors = f"; {samples.errors} errors ({samples.first_error[:80]})" if samples.errors else ""
+        report.rows.append(
+            Row(
+                title,
+                f"`{path}`: {samples.label}",
+                f"p50 {p50:.2f} ms",
+                f"p99 {p99:.2f} ms; {len(pooled)} requests{errors}",
+                f"{speedup:.2f}×",
+                target,
+                met,
+            )
+        )
+
+
+def memory_rows(report: Report, results: list[dict[str, Any]], targets: dict[str, Any]) -> None:
+    goal = targets["rss_growth_pct"]
+    for found in results:
+        key = found["contender"]
+        title = f"5. RSS over {found.get('reads', 0):,} point reads"
+        if "unavailable" in found:
+            report.rows.append(Row(title, LABELS.get(key, key), "n/a", found["unavailable"], "", "", ""))
+            continue
+        growth = found["growth_pct"]
+        target, met = "", ""
+        if key == "facade":
+            target = f"growth < {goal} %"
+            ok = growth < goal
+            met = "yes" if ok else "**no**"
+            report.verdicts.append(
+                Verdict(
+                    f"{title}: RSS growth < {goal} % (facade)",
+                    f"{growth:+.2f} %",
+                    ok,
+                    "" if ok else f"over by {growth - goal:.2f} points",
+                )
+            )
+        mb = 1024 * 1024
+        detail = (
+            f"{found['rss_before'] / mb:.1f} → {found['rss_after'] / mb:.1f} MiB; tracked objects "
+            f"{found['gc_objects_before']:,} → {found['gc_objects_after']:,}; collections by generation "
+            f"{found['gc_collections_by_generation']}"
+        )
+        report.rows.append(Row(title, LABELS.get(key, key), f"{growth:+.2f} %", detail, "", target, met))
+
+
+def markdown(report: Report, environment: dict[str, Any], extra_sections: list[str], analysis: bool = False) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `make bench` on {environment['finished']} ({environment['mode']} run, "
+        f"{environment['settings']['rounds']} rounds, {environment['duration_s']:.0f} s). "
+        "Machine, versions and settings: [environment.md](environment.md); method: `bench/README.md`; "
+        "profiles: [profile.md](profile.md); per-round figures: `results.json`."
+        + (
+            " Why the missed targets are missed: [analysis.md](analysis.md) "
+            "(written by hand; it names the run it was written from)."
+            if analysis
+            else ""
+        ),
+        "",
+        "![results chart](results.png)",
+        "",
+        "*Median* is the median over rounds; *ratio* is the median over rounds of the per-round ratio to the "
+        "scenario's baseline, as times the baseline's speed (above 1× = faster than the baseline, for "
+        "throughput and latency alike).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met? | miss |",
+        "|---|---|---|---|",
+    ]
+    for v in report.verdicts:
+        lines.append(f"| {v.target} | {v.measured} | {'yes' if v.met else '**no**'} | {v.miss} |")
+    lines += [
+        "",
+        "## All figures",
+        "",
+        "| scenario | contender | median | spread and details | ratio to baseline | target | met? |",
+        "|---|---|---:|---|---:|---|---|",
+    ]
+    for r in report.rows:
+        lines.append(f"| {r.scenario} | {r.contender} | {r.median} | {r.spread} | {r.ratio} | {r.target} | {r.met} |")
+    lines.append("")
+    if report.notes:
+        lines += ["## Notes", ""] + [f"* {n}" for n in report.notes] + [""]
+    lines += extra_sections
+    return "\n".join(lines)
+
+
+def plain_table(report: Report) -> str:
+    """The table for stdout."""
+    out = []
+    width = max(len(r.contender) for r in report.rows) if report.rows else 20
+    current = None
+    for r in report.rows:
+        if r.scenario != current:
+            current = r.scenario
+            out.append(f"\n{current}")
+        target = f"  [{r.target}{': ' + r.met.strip('*') if r.met else ''}]" if r.target else ""
+        out.append(f"  {r.contender:<{width}}  {r.median:>18}  {r.ratio:>7}{target}")
+    out.append("\nTargets:")
+    for v in report.verdicts:
+        out.append(f"  [{'met ' if v.met else 'MISS'}] {v.target}: {v.measured}{' — ' + v.miss if v.miss else ''}")
+    return "\n".join(out)
+
+
+# -- chart ---------------------------------------------------------------------
+
+COLORS = {"facade": "#1f77b4", "raw": "#7f7f7f", "aiocqlengine": "#ff7f0e", "threadpool": "#2ca02c"}
+
+
+def chart(
+    out_file: Path,
+    scenarios: dict[str, ScenarioResult],
+    http: list[HttpResult],
+    memory: list[dict[str, Any]],
+    targets: dict[str, Any],
+    subtitle: str,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(17, 10))
+    fig.suptitle(f"flask-cqlalchemy benchmarks — {subtitle}", fontsize=12)
+
+    def bars(ax: Any, result: ScenarioResult | None, title: str, unit: str) -> None:
+        if result is None:
+            ax.set_visible(False)
+            return
+        keys = list(result.samples)
+        medians = [common.median([s.value for s in result.samples[k]]) for k in keys]
+        ax.bar(range(len(keys)), medians, color=[COLORS.get(k, "#999") for k in keys], alpha=0.85)
+        for i, k in enumerate(keys):
+            ax.scatter([i] * len(result.samples[k]), [s.value for s in result.samples[k]], color="black", s=8, zorder=3)
+        ax.set_xticks(range(len(keys)), keys, rotation=15)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(unit)
+        if "raw" in result.samples:
+            raw = common.median([s.value for s in result.samples["raw"]])
+            ax.axhline(
+                raw * targets["facade_vs_raw"],
+                color="red",
+                linestyle="--",
+                linewidth=1,
+                label=f"{targets['facade_vs_raw']}× raw (facade target)",
+            )
+            ax.legend(fontsize=8, loc="upper right")
+
+    bars(
+        axes[0][0],
+        scenarios.get("reads"),
+        scenarios["reads"].title if "reads" in scenarios else "",
+        "reads/s (median, dots = rounds)",
+    )
+    bars(
+        axes[0][1], scenarios.get("inserts"), scenarios["inserts"].title if "inserts" in scenarios else "", "inserts/s"
+    )
+
+    scan = scenarios.get("scan")
+    ax = axes[0][2]
+    if scan is not None:
+        keys = list(scan.samples)
+        gaps = [common.median([s.extra["largest_gap_ms"] for s in scan.samples[k]]) for k in keys]
+        gcs = [common.median([s.extra["largest_gc_pause_ms"] for s in scan.samples[k]]) for k in keys]
+        xs = range(len(keys))
+        ax.bar(
+            [x - 0.2 for x in xs],
+            gaps,
+            width=0.4,
+            color=[COLORS.get(k, "#999") for k in keys],
+            label="largest loop gap",
+        )
+        ax.bar([x + 0.2 for x in xs], gcs, width=0.4, color="#cccccc", label="largest GC pause")
+        ax.axhline(
+            targets["scan_gap_ms"],
+            color="red",
+            linestyle="--",
+            linewidth=1,
+            label=f"{targets['scan_gap_ms']} ms target",
+        )
+        ax.set_yscale("log")
+        ax.set_xticks(
+            list(xs),
+            [f"{k}\n{common.median([s.value for s in scan.samples[k]]):,.0f} rows/s" for k in keys],
+            fontsize=8,
+        )
+        ax.set_ylabel("ms (median over rounds, log scale)")
+        ax.set_title(scan.title + ": loop gap", fontsize=10)
+        ax.legend(fontsize=8)
+    else:
+        ax.set_visible(False)
+
+    ax = axes[1][0]
+    if http:
+        groups = []
+        for h in http:
+            for view, samples in h.views.items():
+                pooled = [t for r in samples.rounds for t in r]
+                groups.append(
+                    (
+                        f"{view}\n{h.clients}c",
+                        common.percentile(pooled, 50) * 1000,
+                        common.percentile(pooled, 99) * 1000,
+                        view,
+                    )
+                )
+        xs = range(len(groups))
+        ax.bar(
+            [x - 0.2 for x in xs],
+            [g[1] for g in groups],
+            width=0.4,
+            label="p50",
+            color=[COLORS.get(g[3].strip("/"), "#9467bd") for g in groups],
+        )
+        ax.bar([x + 0.2 for x in xs], [g[2] for g in groups], width=0.4, label="p99", color="#cccccc")
+        ax.set_xticks(list(xs), [g[0] for g in groups], fontsize=7, rotation=60)
+        ax.set_ylabel("latency, ms")
+        ax.set_title("4. HTTP view with 10 reads (waitress, loopback)", fontsize=10)
+        ax.legend(fontsize=8)
+    else:
+        ax.set_visible(False)
+
+    ax = axes[1][1]
+    if http:
+        h = http[-1]
+        base = [common.median(r) for r in h.views["/sync"].rounds]
+        names = [p for p in h.views if not p.startswith("/noop")]
+        speedups = [per_round_ratio(base, [common.median(r) for r in h.views[p].rounds]) for p in names]
+        ax.bar(range(len(names)), speedups, color=[COLORS.get(p.strip("/"), "#9467bd") for p in names])
+        ax.axhline(
+            targets["gather_vs_sync_p50"],
+            color="red",
+            linestyle="--",
+            linewidth=1,
+            label=f"{targets['gather_vs_sync_p50']}× target (facade)",
+        )
+        ax.axhline(1, color="black", linewidth=0.5)
+        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_ylabel("p50 speed-up over /sync (×)")
+        ax.set_title(f"4. p50 speed-up over the sequential sync view, {h.clients} client(s)", fontsize=10)
+        ax.legend(fontsize=8)
+    else:
+        ax.set_visible(False)
+
+    ax = axes[1][2]
+    shown = [m for m in memory if "rss_checkpoints" in m]
+    if shown:
+        for m in shown:
+            reads = m["reads"]
+            points = m["rss_checkpoints"]
+            xs = [i * reads / (len(points) - 1) for i in range(len(points))]
+            ax.plot(
+                xs,
+                [p / 1024 / 1024 for p in points],
+                marker="o",
+                markersize=3,
+                color=COLORS.get(m["contender"], "#999"),
+                label=f"{m['contender']} ({m['growth_pct']:+.1f} %)",
+            )
+        ax.set_xlabel("reads after warm-up")
+        ax.set_ylabel("RSS, MiB")
+        ax.set_title("5. RSS during point reads (fresh process each)", fontsize=10)
+        ax.legend(fontsize=8)
+    else:
+        ax.set_visible(False)
+
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(out_file, dpi=100)
+    plt.close(fig)
+
+
+# -- environment -----------------------------------------------------------------
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment(cassandra_version: str) -> dict[str, Any]:
+    import psutil
+    from cassandra import cluster as driver_cluster
+
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu_model = platform.processor()
+    try:
+        from cassandra import cython_deps
+
+        cython = bool(cython_deps.HAVE_CYTHON)
+    except ImportError:
+        cython = False
+    import gc
+
+    import flask_cqlalchemy
+
+    dirty = _git("status", "--porcelain", "--", "flask_cqlalchemy")
+    return {
+        "cpu": cpu_model,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "cassandra": cassandra_version,
+        "cassandra_hosts": ",".join(common.HOSTS),
+        "packages": {
+            p: _version(p)
+            for p in (
+                "flask-cqlalchemy",
+                "cassandra-driver",
+                "Flask",
+                "asgiref",
+                "waitress",
+                "requests",
+                "aiocqlengine",
+                "six",
+                "matplotlib",
+                "psutil",
+                "pyinstrument",
+            )
+        },
+        "driver_cython": cython,
+        "driver_reactor": driver_cluster.DefaultConnection.__name__,
+        "git_head": _git("rev-parse", "--short", "HEAD"),
+        "flask_cqlalchemy_imported_from": str(Path(flask_cqlalchemy.__file__).resolve().parent),
+        "flask_cqlalchemy_uncommitted": dirty.splitlines() if dirty else [],
+        "gc_thresholds": list(gc.get_threshold()),
+        "default_executor_workers": min(32, (os.cpu_count() or 1) + 4),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def environment_markdown(env: dict[str, Any]) -> str:
+    s = env["settings"]
+    lines = [
+        "# Benchmark environment",
+        "",
+        f"Run finished {env['finished']}, {env['mode']} mode, {env['duration_s']:.0f} s. "
+        "The machine is shared with other people's work, so absolute figures drift; only the "
+        "per-round ratios in results.md are meant to be compared across runs.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| CPU | {env['cpu']} |",
+        f"| cores | {env['logical_cores']} logical ({env['physical_cores']} physical) |",
+        f"| RAM | {env['ram_gib']} GiB |",
+        f"| OS | {env['os']} |",
+        f"| Python | {env['python_implementation']} {env['python']} |",
+        f"| Cassandra | {env['cassandra']} (system.local release_version), "
+        f"single local node at {env['cassandra_hosts']} |",
+        f"| cassandra-driver | {env['packages']['cassandra-driver']}, "
+        f"Cython extensions {'on' if env['driver_cython'] else 'off'}, "
+        f"reactor {env['driver_reactor']}, protocol v{common.PROTOCOL_VERSION} |",
+        f"| flask-cqlalchemy | {env['packages']['flask-cqlalchemy']} at git {env['git_head']}"
+        + (
+            f", with uncommitted changes in: {', '.join(env['flask_cqlalchemy_uncommitted'])}"
+            if env["flask_cqlalchemy_uncommitted"]
+            else ", clean"
+        )
+        + f" (imported from `{env['flask_cqlalchemy_imported_from']}`) |",
+        "| other packages | "
+        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if k not in ("flask-cqlalchemy", "cassandra-driver"))
+        + " |",
+        f"| load average (1, 5, 15 min) | start {env['load_average_start']}, end {env['load_average_end']} |",
+        f"| GC thresholds | {env['gc_thresholds']} |",
+        f"| loop's default thread pool | {env['default_executor_workers']} workers "
+        "(used by `sync_to_async(thread_sensitive=False)`) |",
+        "",
+        "## Settings",
+        "",
+        "| setting | value |",
+        "|---|---|",
+    ]
+    for key, value in s.items():
+        lines.append(f"| `{key}` | {value} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    def default(o: Any) -> Any:
+        if hasattr(o, "__dataclass_fields__"):
+            return asdict(o)
+        if isinstance(o, float) and math.isnan(o):
+            return None
+        return str(o)
+
+    path.write_text(json.dumps(payload, indent=1, default=default) + "\n")
