@@ -150,6 +150,11 @@ def _registered(name: str | None) -> cqlengine_connection.Connection:
         ) from None
 
 
+def needs_connect(name: str | None) -> bool:
+    """Whether the connection has no session yet (lazy, or reset after a fork)."""
+    return _registered(name).session is None
+
+
 async def ensure_connected(name: str | None) -> None:
     """Connect a lazily configured connection in a worker thread.
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.cluster import _NOT_SET, Cluster, NoHostAvailable, ResultSet, Session
 from cassandra.cqlengine import ValidationError, columns, management
 from cassandra.cqlengine import connection as cqlengine_connection
@@ -383,18 +383,22 @@ class CQLAlchemy:
         state.keyspace = state.settings.keyspace if name is None else validate_keyspace_name(name)
         log.debug("app %s now uses keyspace %s", state.app_name, state.keyspace)
 
-    def _refresh_schema(self) -> None:
+    def _refresh_schema(self, cluster: Cluster | None = None) -> None:
         # cqlengine decides whether a keyspace exists from the driver's
         # metadata, which learns of another client's DDL only after a refresh
-        # window: a drop would be skipped, a create would fail.
-        self.cluster.refresh_schema_metadata()
+        # window: a drop would be skipped, a create would fail. A refresh that
+        # times out (a busy node) leaves the metadata as it was: go on with it.
+        try:
+            (cluster or self.cluster).refresh_schema_metadata()
+        except DriverException as exc:
+            log.warning("could not refresh schema metadata, using what the driver has: %s", exc)
 
     def _require_keyspaces(self, keyspaces: set[str], connection: str | None = None) -> None:
         cluster = cqlengine_connection.get_cluster(connection) if connection else self.cluster
         if not keyspaces <= set(cluster.metadata.keyspaces):
             # Schema events reach the driver after a refresh window (2 s by
             # default): a keyspace created by another client may not be known yet.
-            cluster.refresh_schema_metadata()
+            self._refresh_schema(cluster)
         for keyspace in sorted(keyspaces):
             if keyspace not in cluster.metadata.keyspaces:
                 raise SchemaError(

@@ -8,15 +8,25 @@ app (which is what makes the app-factory pattern and ``set_keyspace`` work).
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from cassandra.cqlengine import models, usertype
+from cassandra.cqlengine.columns import BaseValueManager
 from cassandra.cqlengine.models import hybrid_classmethod
 
 from .query import QuerySet, send_captured
 
 if TYPE_CHECKING:
     from .extension import CQLAlchemy
+
+
+#: Values whose deep copy is an equal value: no need to copy them.
+_IMMUTABLE_VALUES = frozenset(
+    {type(None), bool, int, float, str, bytes, uuid.UUID, decimal.Decimal, datetime.datetime, datetime.date}
+)
 
 
 class _InstanceState:
@@ -92,6 +102,20 @@ class ModelMixin:
             if klass._is_context_clone() or klass.__discriminator_value__ is None:
                 continue
             cls._discriminator_map[klass.__discriminator_value__] = klass  # type: ignore[attr-defined]
+
+    def _set_persisted(self, force: bool = False) -> None:
+        # cqlengine's, for every row read: it asks each value whether it
+        # changed before looking at force (which evaluates column defaults,
+        # uuid4() included) and deep-copies each value as "previous", even
+        # immutable ones. Same outcome, without the wasted work.
+        for manager in self._values.values():  # type: ignore[attr-defined]
+            if force or manager.changed:
+                if type(manager) is BaseValueManager and type(manager.value) in _IMMUTABLE_VALUES:
+                    manager.previous_value = manager.value
+                else:
+                    manager.reset_previous_value()
+                manager.explicit = False
+        self._is_persisted = True
 
     # -- sync twins ---------------------------------------------------------
 

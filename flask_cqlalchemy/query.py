@@ -121,11 +121,9 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         """
         if args or kwargs:
             return await self.filter(*args, **kwargs).aget()
-        found = []
-        async for obj in self:
-            found.append(obj)
-            if len(found) > 1:
-                raise self.model.MultipleObjectsReturned("Multiple objects found")
+        found = await self._afirst_rows(2)
+        if len(found) > 1:
+            raise self.model.MultipleObjectsReturned("Multiple objects found")
         if not found:
             raise self.model.DoesNotExist(self._not_found({}))
         return found[0]
@@ -139,13 +137,8 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
     async def afirst(self) -> Any:
         """Await the first matching row, or None."""
-        iterator = self.__aiter__()
-        try:
-            return await iterator.__anext__()
-        except StopAsyncIteration:
-            return None
-        finally:
-            await iterator.aclose()
+        found = await self._afirst_rows(1)
+        return found[0] if found else None
 
     async def afirst_or_404(self, description: str | None = None) -> Any:
         """Like :meth:`afirst`, but aborts with 404 when no row matches."""
@@ -206,6 +199,23 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
     def _not_found(self, filters: dict[str, Any]) -> str:
         where = ", ".join(f"{k}={v!r}" for k, v in filters.items())
         return f"{self.model.__name__} not found" + (f" ({where})" if where else "")
+
+    async def _afirst_rows(self, wanted: int) -> list[Any]:
+        """Up to ``wanted`` model instances, page by page (one page, nearly always)."""
+        name = self._connection_name()
+        if execution.needs_connect(name):
+            await execution.ensure_connected(name)
+        statement = self._capture_select()
+        construct = self._maybe_inject_deferred(self._get_result_constructor())
+        found: list[Any] = []
+        paging_state = None
+        while True:
+            result = await execution.send(statement, paging_state)
+            for row in result.current_rows[: wanted - len(found)]:
+                found.append(construct(row))
+            paging_state = result.paging_state
+            if len(found) >= wanted or not paging_state:
+                return found
 
     def _capture_select(self, query: Any = None) -> execution.Statement:
         with execution.capture() as statements:

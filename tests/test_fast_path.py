@@ -203,3 +203,17 @@ def test_queryset_clone_matches_cqlengines_deepcopy(both):
     assert ours._where is not qs._where and ours._where[0] is not qs._where[0]
     assert str(ours._select_query()) == str(theirs._select_query())
     assert [a.account_id for a in ours] == [a.account_id for a in theirs]
+
+
+def test_rows_read_are_persisted_like_cqlengine_marks_them(both):
+    """Our _set_persisted shortcut: a row read back is unchanged and saves nothing."""
+    Prepared.create(owner="zed", account_id=1, balance=5, tags={"a"}, note="n")
+    account = Prepared.get(owner="zed", account_id=1)
+    assert account.get_changed_columns() == []
+    assert account._is_persisted
+    account.tags.add("b")  # a mutable value: its previous copy must be independent
+    account.balance = 6
+    assert sorted(account.get_changed_columns()) == ["balance", "tags"]
+    account.save()
+    again = Prepared.get(owner="zed", account_id=1)
+    assert (again.balance, again.tags) == (6, {"a", "b"})
