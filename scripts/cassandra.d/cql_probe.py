@@ -1,12 +1,15 @@
 """Readiness probe used by scripts/cassandra.
 
-Usage: cql_probe.py HOST PORT [USER PASSWORD]
+Usage: cql_probe.py HOST PORT [--ssl] [USER PASSWORD]
 
 Runs the query testcontainers waits on, against HOST only, and prints the
-node's release_version. Exit status 0 when the node answers CQL, 1 otherwise
-(the reason goes to stderr so the launcher can show it on timeout).
+node's release_version. --ssl speaks TLS without checking the node's
+certificate: the probe only asks whether the node is up, not who it is.
+Exit status 0 when the node answers CQL, 1 otherwise (the reason goes to
+stderr so the launcher can show it on timeout).
 """
 import logging
+import ssl
 import sys
 
 # The driver logs connection failures as warnings; while a node boots those
@@ -19,8 +22,17 @@ from cassandra.policies import WhiteListRoundRobinPolicy  # noqa: E402
 
 
 def main(argv):
-    host, port = argv[1], int(argv[2])
-    auth = PlainTextAuthProvider(argv[3], argv[4]) if len(argv) > 4 else None
+    args = argv[1:]
+    use_ssl = "--ssl" in args
+    if use_ssl:
+        args.remove("--ssl")
+    host, port = args[0], int(args[1])
+    auth = PlainTextAuthProvider(args[2], args[3]) if len(args) > 3 else None
+    ssl_context = None
+    if use_ssl:
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ssl_context.check_hostname = False
+        ssl_context.verify_mode = ssl.CERT_NONE
     # Whitelisting the host makes the probe answer for this node, not for
     # whichever peer of a multi-node cluster happens to be up.
     profile = ExecutionProfile(
@@ -32,6 +44,7 @@ def main(argv):
         port=port,
         protocol_version=5,  # Cassandra 5.0 speaks v3-v5; skip the v6 downgrade dance.
         auth_provider=auth,
+        ssl_context=ssl_context,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=5,
         control_connection_timeout=5,

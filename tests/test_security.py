@@ -1,0 +1,291 @@
+"""Credentials and TLS against nodes that demand them.
+
+* ``scripts/cassandra --auth``: a node with PasswordAuthenticator (CQL port
+  9142). The test creates a role with a password of its own; the right
+  credentials work, wrong ones fail with an authentication error at start
+  (or at first use with lazy connect), and neither password ever shows in
+  logs (everything, the driver's DEBUG included), exception messages and
+  tracebacks, error responses, CLI output or the extension's reprs.
+* ``scripts/cassandra --tls``: a node that requires client encryption (CQL
+  port 9144), with a certificate signed by a CA this test makes. The
+  ``CASSANDRA_SSL`` key, as certificate paths or as an ``ssl.SSLContext``,
+  connects over TLS; a wrong CA, or no TLS at all, fails clearly and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import time
+import traceback
+from typing import Any
+
+import pytest
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import Cluster, NoHostAvailable
+from flask import Flask, jsonify
+
+from flask_cqlalchemy import CQLAlchemy
+
+from .support.certs import make_ca, make_server_cert
+from .support.launcher import local_cluster
+
+pytestmark = pytest.mark.slow
+
+KEYSPACE = "security_tests"
+ROLE = "flask_app"
+# Distinctive, so a leak cannot hide behind a common word ("cassandra").
+PASSWORD = "pw-" + secrets.token_hex(12)
+WRONG_PASSWORD = "wrong-" + secrets.token_hex(12)
+SECRETS = (PASSWORD, WRONG_PASSWORD)
+FAIL_FAST = 15.0  # seconds a failed connection attempt may take at most
+
+db = CQLAlchemy()
+
+
+class SecureNote(db.Model):
+    note_id = db.columns.Integer(primary_key=True)
+    body = db.columns.Text()
+
+
+def auth_app(node, password: str, **config: Any) -> Flask:
+    app = Flask(f"auth_{secrets.token_hex(3)}")
+    app.config.update(
+        CASSANDRA_HOSTS=node.hosts,
+        CASSANDRA_PORT=node.port,
+        CASSANDRA_KEYSPACE=KEYSPACE,
+        CASSANDRA_USERNAME=ROLE,
+        CASSANDRA_PASSWORD=password,
+        SECRET_KEY="security",
+        **config,
+    )
+
+    @app.get("/notes/<int:note_id>")
+    async def read_note(note_id: int):
+        note = await SecureNote.aget_or_404(note_id=note_id)
+        return jsonify(body=note.body)
+
+    return app
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, (
+            f"a password appears in {where}: ...{text[max(0, text.find(secret) - 300) : text.find(secret) + 50]}"
+        )
+
+
+def exception_text(exc: BaseException) -> str:
+    """Everything an exception shows: str, repr and the full formatted traceback (with causes)."""
+    return "\n".join([str(exc), repr(exc), *traceback.format_exception(exc)])
+
+
+@pytest.fixture(scope="module")
+def auth_node():
+    with local_cluster("auth") as node:
+        # As the default superuser: the app's keyspace and a role of its own.
+        admin = Cluster(
+            node.hosts,
+            port=node.port,
+            protocol_version=5,
+            auth_provider=PlainTextAuthProvider("cassandra", "cassandra"),
+        )
+        try:
+            session = admin.connect()
+            session.execute(
+                f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} "
+                "WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+            )
+            session.execute(f"CREATE ROLE IF NOT EXISTS {ROLE} WITH PASSWORD = %s AND LOGIN = true", (PASSWORD,))
+            session.execute(f"GRANT ALL PERMISSIONS ON KEYSPACE {KEYSPACE} TO {ROLE}")
+        finally:
+            admin.shutdown()
+        yield node
+
+
+@pytest.fixture()
+def logs(caplog):
+    """Every log record of every logger, the driver's DEBUG included."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def test_right_credentials_work(auth_node):
+    app = auth_app(auth_node, PASSWORD)
+    db.init_app(app)
+    try:
+        with app.app_context():
+            db.sync_db()
+            SecureNote.create(note_id=1, body="for your eyes only")
+            assert SecureNote.get(note_id=1).body == "for your eyes only"
+            assert asyncio.run(SecureNote.aget(note_id=1)).body == "for your eyes only"
+        response = app.test_client().get("/notes/1")
+        assert response.status_code == 200 and response.json == {"body": "for your eyes only"}
+    finally:
+        db.shutdown()
+
+
+def test_wrong_password_fails_at_start_with_an_authentication_error(auth_node, logs):
+    app = auth_app(auth_node, WRONG_PASSWORD)
+    started = time.monotonic()
+    with pytest.raises(NoHostAvailable) as info:
+        db.init_app(app)
+    took = time.monotonic() - started
+    text = exception_text(info.value)
+    assert "AuthenticationFailed" in text and "Bad credentials" in text, text
+    assert took < FAIL_FAST
+    assert "cqlalchemy" not in app.extensions
+    assert_no_secret(text, "the exception raised by init_app")
+    assert_no_secret(logs.text, "the logs")
+
+
+def test_wrong_password_with_lazy_connect_fails_at_each_use_with_an_authentication_error(auth_node, logs):
+    app = auth_app(auth_node, WRONG_PASSWORD, CASSANDRA_LAZY_CONNECT=True)
+    db.init_app(app)  # nothing is sent yet
+    try:
+        client = app.test_client()
+        for attempt in range(2):  # the first use, and every later one, says why
+            with app.app_context(), pytest.raises(NoHostAvailable) as info:
+                SecureNote.get(note_id=1)
+            text = exception_text(info.value)
+            assert "AuthenticationFailed" in text and "Bad credentials" in text, f"use {attempt + 1}: {text}"
+            assert_no_secret(text, f"the exception of use {attempt + 1}")
+
+            with app.app_context(), pytest.raises(NoHostAvailable) as info:
+                asyncio.run(SecureNote.aget(note_id=1))
+            assert "Bad credentials" in exception_text(info.value)
+
+            response = client.get("/notes/1")
+            assert response.status_code == 503, response.text
+            assert response.json["error"] == "database unavailable"
+            assert_no_secret(response.text, "the 503 response")
+    finally:
+        db.shutdown()
+    assert_no_secret(logs.text, "the logs")
+
+
+def test_passwords_never_appear_in_logs_errors_cli_or_reprs(auth_node, logs):
+    seen: list[tuple[str, str]] = []
+
+    good = auth_app(
+        auth_node,
+        PASSWORD,
+        CASSANDRA_BINDS={"archive": {"CASSANDRA_HOSTS": auth_node.hosts, "CASSANDRA_KEYSPACE": KEYSPACE}},
+    )
+    db.init_app(good)
+    state = good.extensions["cqlalchemy"]
+    try:
+        with good.app_context():
+            db.sync_db()
+            SecureNote.create(note_id=2, body="x")
+            asyncio.run(SecureNote.aget(note_id=2))
+            seen += [
+                ("repr(db)", repr(db)),
+                ("repr(db.aio)", repr(db.aio)),
+                ("repr(app.extensions['cqlalchemy'])", repr(state)),
+                ("str(app.extensions['cqlalchemy'])", str(state)),
+                ("repr(settings)", repr(state.settings)),
+                ("repr(settings.cluster_options())", repr(state.settings.cluster_options())),
+                ("repr(binds)", repr(state.binds)),
+                ("repr(connection)", repr(state.connection)),
+            ]
+        cli = good.test_cli_runner().invoke(args=["cql", "status"])
+        seen.append(("flask cql status", cli.output + (exception_text(cli.exception) if cli.exception else "")))
+    finally:
+        db.shutdown()
+
+    bad = auth_app(auth_node, WRONG_PASSWORD, CASSANDRA_LAZY_CONNECT=True)
+    db.init_app(bad)
+    try:
+        seen.append(("repr(app.extensions['cqlalchemy']) (wrong password)", repr(bad.extensions["cqlalchemy"])))
+        response = bad.test_client().get("/notes/2")
+        seen.append(("503 response", response.text))
+        cli = bad.test_cli_runner().invoke(args=["cql", "status"])
+        seen.append(
+            ("flask cql status (wrong password)", cli.output + (exception_text(cli.exception) if cli.exception else ""))
+        )
+        with bad.app_context(), pytest.raises(NoHostAvailable) as info:
+            SecureNote.get(note_id=2)
+        seen.append(("exception", exception_text(info.value)))
+    finally:
+        db.shutdown()
+
+    assert any(r.name.startswith("cassandra") and r.levelno == logging.DEBUG for r in logs.records), (
+        "driver DEBUG logs were not captured"
+    )
+    seen.append(("logs", logs.text))
+    for where, text in seen:
+        assert_no_secret(text, where)
+
+
+# -- TLS ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("certs")
+    ca = make_ca(folder, "test-ca")
+    node_cert = make_server_cert(folder, "node", ca)
+    wrong_ca = make_ca(folder, "wrong-ca")
+    with local_cluster(
+        "tls", env={"CASSANDRA_TLS_CERT": str(node_cert.cert), "CASSANDRA_TLS_KEY": str(node_cert.key)}
+    ) as node:
+        yield node, ca, wrong_ca
+
+
+def tls_app(node, ssl_config: Any, **config: Any) -> Flask:
+    app = Flask(f"tls_{secrets.token_hex(3)}")
+    app.config.update(CASSANDRA_HOSTS=node.hosts, CASSANDRA_PORT=node.port, CASSANDRA_KEYSPACE=KEYSPACE, **config)
+    if ssl_config is not None:
+        app.config["CASSANDRA_SSL"] = ssl_config
+    return app
+
+
+def assert_works_over_tls(app: Flask) -> dict:
+    tls_db = CQLAlchemy(app)
+    try:
+        with app.app_context():
+            assert tls_db.execute("SELECT release_version FROM system.local").one()["release_version"]
+            rows = asyncio.run(tls_db.aio.execute("SELECT cluster_name FROM system.local"))
+            assert rows[0]["cluster_name"] == "flask-cqlalchemy-test-tls"
+            sockets = [pool._connection._socket for pool in tls_db.session._pools.values()]
+            sockets.append(tls_db.cluster.control_connection._connection._socket)
+            for sock in sockets:
+                assert isinstance(sock, ssl.SSLSocket), type(sock)
+                assert sock.version() in ("TLSv1.2", "TLSv1.3")
+            return {"version": sockets[0].version(), "peer": sockets[0].getpeercert()}
+    finally:
+        tls_db.shutdown()
+
+
+def test_tls_with_certificate_paths(tls):
+    node, ca, _ = tls
+    info = assert_works_over_tls(tls_app(node, {"ca_file": str(ca.cert), "check_hostname": True}))
+    assert ("IP Address", "127.0.0.1") in info["peer"]["subjectAltName"]
+
+
+def test_tls_with_an_ssl_context(tls, record_figure):
+    node, ca, _ = tls
+    context = ssl.create_default_context(cafile=str(ca.cert))
+    context.verify_flags |= ssl.VERIFY_X509_STRICT  # well-formed certificates (the default from Python 3.13)
+    info = assert_works_over_tls(tls_app(node, context))
+    record_figure(f"tls: connected over {info['version']} to a node whose certificate the test's CA signed")
+
+
+def test_tls_with_a_wrong_ca_fails_clearly(tls):
+    node, _, wrong_ca = tls
+    started = time.monotonic()
+    with pytest.raises(NoHostAvailable) as info:
+        CQLAlchemy(tls_app(node, {"ca_file": str(wrong_ca.cert)}))
+    assert time.monotonic() - started < FAIL_FAST
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value), str(info.value)
+
+
+def test_plaintext_client_is_refused_fast(tls):
+    node, _, _ = tls
+    started = time.monotonic()
+    with pytest.raises(NoHostAvailable):
+        CQLAlchemy(tls_app(node, None))
+    assert time.monotonic() - started < FAIL_FAST
