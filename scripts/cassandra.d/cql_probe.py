@@ -1,10 +1,13 @@
 """Readiness probe used by scripts/cassandra.
 
-Usage: cql_probe.py HOST PORT [--ssl] [USER PASSWORD]
+Usage: cql_probe.py HOST PORT [--ssl] [--peers N] [USER PASSWORD]
 
 Runs the query testcontainers waits on, against HOST only, and prints the
 node's release_version. --ssl speaks TLS without checking the node's
 certificate: the probe only asks whether the node is up, not who it is.
+--peers N also requires the node to know N peers and their schema version
+(gossip has settled: a node that does not know a peer yet leaves it out of
+the schema agreement clients wait for after DDL).
 Exit status 0 when the node answers CQL, 1 otherwise (the reason goes to
 stderr so the launcher can show it on timeout).
 """
@@ -26,6 +29,11 @@ def main(argv):
     use_ssl = "--ssl" in args
     if use_ssl:
         args.remove("--ssl")
+    peers_wanted = 0
+    if "--peers" in args:
+        at = args.index("--peers")
+        peers_wanted = int(args[at + 1])
+        del args[at : at + 2]
     host, port = args[0], int(args[1])
     auth = PlainTextAuthProvider(args[2], args[3]) if len(args) > 3 else None
     ssl_context = None
@@ -54,6 +62,11 @@ def main(argv):
     try:
         session = cluster.connect()
         row = session.execute("SELECT release_version FROM system.local").one()
+        if peers_wanted:
+            known = [p for p, version in session.execute("SELECT peer, schema_version FROM system.peers") if version]
+            if len(known) < peers_wanted:
+                print(f"knows {len(known)} of its {peers_wanted} peers yet: {sorted(map(str, known))}", file=sys.stderr)
+                return 1
         print(row[0])
         return 0
     except Exception as exc:  # any failure just means "not ready yet"
