@@ -16,6 +16,7 @@ from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, Read
 from cassandra.cluster import _NOT_SET, Cluster, NoHostAvailable, ResultSet, Session
 from cassandra.cqlengine import ValidationError, columns, management
 from cassandra.cqlengine import connection as cqlengine_connection
+from cassandra.cqlengine.query import DoesNotExist, MultipleObjectsReturned, QueryException
 from cassandra.cqlengine.usertype import UserType
 from cassandra.query import SimpleStatement
 from flask import Flask, current_app, has_app_context, jsonify
@@ -459,16 +460,27 @@ def _as_bytes(secret: Any) -> bytes | None:
 
 
 def _register_error_handlers(app: Flask) -> None:
-    """A user's invalid value is a 400; a cluster that cannot answer is a 503."""
+    """A user's invalid value or filter is a 400, a row that is not there a
+    404, a cluster that cannot answer a 503. Several rows where one was
+    expected stays a server error: that is the code's mistake, not the user's."""
 
-    def invalid(error: ValidationError) -> Any:
+    def invalid(error: Exception) -> Any:
         return jsonify(error="invalid value", message=str(error)), 400
 
-    def unavailable(error: BaseException) -> Any:
+    def not_found(error: Exception) -> Any:
+        return jsonify(error="not found", message=str(error) or type(error).__name__), 404
+
+    def server_error(error: Exception) -> Any:
+        raise error
+
+    def unavailable(error: Exception) -> Any:
         log.warning("Cassandra unavailable: %s", error)
         return jsonify(error="database unavailable", message=type(error).__name__), 503
 
     app.register_error_handler(ValidationError, invalid)
+    app.register_error_handler(QueryException, invalid)
+    app.register_error_handler(DoesNotExist, not_found)
+    app.register_error_handler(MultipleObjectsReturned, server_error)
     for error_type in UNAVAILABLE_ERRORS:
         app.register_error_handler(error_type, unavailable)
 

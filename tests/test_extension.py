@@ -395,3 +395,42 @@ def test_shutdown_of_one_app_leaves_the_others():
     with second.app_context():
         assert shared.execute("SELECT release_version FROM system.local").one()
     shared.shutdown()
+
+
+def test_views_answer_400_for_bad_filters_404_for_missing_rows(clean_db):
+    ExtUser.create(username="known")
+    views = make_app("error_views")
+    views_db = CQLAlchemy(views)
+
+    class ViewUser(views_db.Model):
+        __table_name__ = "ext_user"
+        uid = views_db.columns.UUID(primary_key=True, default=uuid.uuid4)
+        username = views_db.columns.Text(required=False)
+        email = views_db.columns.Text(max_length=50)
+
+    @views.get("/by/<field>/<value>")
+    def by_field(field: str, value: str):
+        return {"n": len(list(ViewUser.objects.filter(**{field: value}).allow_filtering()))}
+
+    @views.get("/get/<value>")
+    def get_one(value: str):
+        return {"name": ViewUser.get(uid=uuid.UUID(value)).username}
+
+    @views.get("/all")
+    def get_any():
+        return {"name": ViewUser.objects.allow_filtering().get().username}
+
+    try:
+        client = views.test_client()
+        assert client.get("/by/username/known").json == {"n": 1}
+        unknown = client.get("/by/no_such_column/x")
+        assert unknown.status_code == 400 and "no_such_column" in unknown.json["message"]
+        wrong_type = client.get("/by/uid/not-a-uuid")
+        assert wrong_type.status_code == 400
+        missing = client.get(f"/get/{uuid.uuid4()}")
+        assert missing.status_code == 404 and missing.json["error"] == "not found"
+        ExtUser.create(username="second")
+        assert client.get("/all").status_code == 500  # the code's mistake: not passed off as a 4xx
+        assert ExtUser.objects.count() == 2  # nothing written by the rejected requests
+    finally:
+        views_db.shutdown()
