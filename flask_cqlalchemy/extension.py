@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.cluster import _NOT_SET, Cluster, NoHostAvailable, ResultSet, Session
 from cassandra.cqlengine import ValidationError, columns, management
 from cassandra.cqlengine import connection as cqlengine_connection
@@ -485,4 +485,4 @@ def _register_error_handlers(app: Flask) -> None:
         app.register_error_handler(error_type, unavailable)
 
 
-__all__ = ["CQLAlchemy", "AppState", "ConsistencyLevel"]
+__all__ = ["CQLAlchemy", "AppState", "Bind"]

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from cassandra import ConsistencyLevel
+from cassandra.cluster import Session
 from cassandra.cqlengine.query import BatchQuery, LWTException
 from cassandra.query import BoundStatement, SimpleStatement
 
@@ -111,17 +112,23 @@ def test_async_same_results_prepared_and_unprepared(both):
     assert asyncio.run(run(Prepared)) == asyncio.run(run(Unprepared))
 
 
-def test_hot_statements_really_go_prepared_with_the_same_routing(both, monkeypatch):
-    warm_up(Prepared)
-    session = db.session
+@pytest.fixture()
+def sent_statements(monkeypatch):
+    """Every statement handed to ``Session.execute_async`` during the test."""
     sent = []
-    original = type(session).execute_async
+    original = Session.execute_async
 
     def spy(self, query, *args, **kwargs):
         sent.append(query)
         return original(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(type(session), "execute_async", spy)
+    monkeypatch.setattr(Session, "execute_async", spy)
+    return sent
+
+
+def test_hot_statements_really_go_prepared_with_the_same_routing(both, sent_statements):
+    warm_up(Prepared)
+    sent = sent_statements
     Prepared.create(owner="carl", account_id=1, balance=1)
     fetched = Prepared.get(owner="carl", account_id=1)
     assert fetched.balance == 1
@@ -137,16 +144,8 @@ def test_hot_statements_really_go_prepared_with_the_same_routing(both, monkeypat
     assert bound[-1].consistency_level == simple.consistency_level
 
 
-def test_unprepared_app_sends_simple_statements_only(both, monkeypatch):
-    session = plain_db.session
-    sent = []
-    original = type(session).execute_async
-
-    def spy(self, query, *args, **kwargs):
-        sent.append(query)
-        return original(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(type(session), "execute_async", spy)
+def test_unprepared_app_sends_simple_statements_only(both, sent_statements):
+    sent = sent_statements
     for _ in range(3):
         Unprepared.create(owner="dan", account_id=1, balance=1)
         Unprepared.get(owner="dan", account_id=1)
