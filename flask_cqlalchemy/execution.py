@@ -42,6 +42,10 @@ class Statement:
     query: Any
     params: Any
     timeout: Any
+    #: The statement as it goes on the wire, when already bound (compiled
+    #: plans); ``query`` and ``params`` then stay cqlengine's, for messages
+    #: and recording.
+    wire: Any = None
 
     def describe(self) -> str:
         return getattr(self.query, "query_string", str(self.query))
@@ -50,7 +54,11 @@ class Statement:
         """The same statement, asking for pages of ``fetch_size`` rows."""
         query = copy.copy(self.query)
         query.fetch_size = fetch_size
-        return Statement(self.session, query, self.params, self.timeout)
+        wire = self.wire
+        if wire is not None:
+            wire = copy.copy(wire)
+            wire.fetch_size = fetch_size
+        return Statement(self.session, query, self.params, self.timeout, wire)
 
 
 class Route:
@@ -60,6 +68,8 @@ class Route:
         self.blocking_execute: Callable[..., Any] = session.execute
         self.prepared = PreparedCache(session) if prepare else None
         self.record = record
+        #: Compiled plans of this session (see :mod:`.compiled`), by shape.
+        self.plans: dict[Any, Any] = {}
 
     def outgoing(self, query: Any, params: Any) -> tuple[Any, Any]:
         """The statement as it goes on the wire (prepared when possible)."""
@@ -118,8 +128,10 @@ def route_of(session: Session) -> Route:
     return getattr(session, _ROUTE_ATTRIBUTE)  # type: ignore[no-any-return]
 
 
-def _send_blocking(route: Route, query: Any, params: Any, timeout: Any, *args: Any, **kwargs: Any) -> Any:
-    wire_query, wire_params = route.outgoing(query, params)
+def _send_blocking(
+    route: Route, query: Any, params: Any, timeout: Any, *args: Any, wire: Any = None, **kwargs: Any
+) -> Any:
+    wire_query, wire_params = (wire, None) if wire is not None else route.outgoing(query, params)
     if not route.record:
         return route.blocking_execute(wire_query, wire_params, timeout, *args, **kwargs)
     sink, location, started = recording.sink(), recording.caller(), time.perf_counter()
@@ -169,7 +181,12 @@ async def ensure_connected(name: str | None) -> None:
 def send_sync(statement: Statement, paging_state: bytes | None = None) -> ResultSet:
     """Send a captured statement with the driver's blocking call."""
     return _send_blocking(
-        route_of(statement.session), statement.query, statement.params, statement.timeout, paging_state=paging_state
+        route_of(statement.session),
+        statement.query,
+        statement.params,
+        statement.timeout,
+        wire=statement.wire,
+        paging_state=paging_state,
     )
 
 
@@ -181,7 +198,10 @@ def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Fut
     """
     loop = asyncio.get_running_loop()
     route = route_of(statement.session)
-    query, params = route.outgoing(statement.query, statement.params)
+    if statement.wire is not None:
+        query, params = statement.wire, None
+    else:
+        query, params = route.outgoing(statement.query, statement.params)
     sink = recording.sink() if route.record else None
     location = recording.caller() if sink is not None else ""
     started = time.perf_counter()

@@ -9,7 +9,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
@@ -19,7 +19,8 @@ from cassandra.cqlengine import connection as cqlengine_connection
 from cassandra.cqlengine.query import DoesNotExist, MultipleObjectsReturned, QueryException
 from cassandra.cqlengine.usertype import UserType
 from cassandra.query import SimpleStatement
-from flask import Flask, current_app, has_app_context, jsonify
+from flask import Flask, jsonify
+from flask.globals import _cv_app
 
 from . import execution
 from .cli import register_cli
@@ -66,6 +67,7 @@ class AppState:
     keyspace: str
     cursor_codec: CursorCodec
     binds: dict[str, Bind]
+    _default_bind: Bind | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def connection(self) -> cqlengine_connection.Connection:
@@ -77,7 +79,11 @@ class AppState:
         Raises :class:`~flask_cqlalchemy.errors.ConfigError` for an unknown bind.
         """
         if name is None:
-            return Bind(self.settings, self.connection_name, self.keyspace)
+            # Asked for on every query: kept, and made again after set_keyspace.
+            default = self._default_bind
+            if default is None or default.keyspace != self.keyspace or default.connection_name != self.connection_name:
+                default = self._default_bind = Bind(self.settings, self.connection_name, self.keyspace)
+            return default
         try:
             return self.binds[name]
         except KeyError:
@@ -268,8 +274,11 @@ class CQLAlchemy:
 
         Raises :class:`~flask_cqlalchemy.errors.NotInitializedError` before any ``init_app``.
         """
-        if has_app_context():
-            state = current_app.extensions.get(EXTENSION_KEY)
+        # Asked for on every query: Flask's context variable read directly
+        # rather than through the current_app proxy (same answer, less work).
+        app_context = _cv_app.get(None)
+        if app_context is not None:
+            state = app_context.app.extensions.get(EXTENSION_KEY)
             if state is not None and state.ext is self:
                 return state
         if not self._states:

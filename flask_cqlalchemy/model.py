@@ -14,10 +14,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from cassandra.cqlengine import models, usertype
-from cassandra.cqlengine.columns import BaseValueManager
+from cassandra.cqlengine.columns import BaseContainerColumn, BaseValueManager
 from cassandra.cqlengine.models import hybrid_classmethod
+from cassandra.cqlengine.query import ValidationError
 
-from .query import QuerySet, send_captured
+from . import compiled, execution
+from .query import QuerySet, first_rows, first_rows_sync, one_of, send_captured, send_captured_sync
 
 if TYPE_CHECKING:
     from .extension import CQLAlchemy
@@ -104,20 +106,72 @@ class ModelMixin:
             cls._discriminator_map[klass.__discriminator_value__] = klass  # type: ignore[attr-defined]
 
     def _set_persisted(self, force: bool = False) -> None:
-        # cqlengine's, for every row read: it asks each value whether it
-        # changed before looking at force (which evaluates column defaults,
-        # uuid4() included) and deep-copies each value as "previous", even
-        # immutable ones. Same outcome, without the wasted work.
+        # cqlengine's: it asks each value whether it changed before looking
+        # at force, and deep-copies each value as "previous", even immutable
+        # ones. Same outcome, without the wasted work.
         for manager in self._values.values():  # type: ignore[attr-defined]
             if force or manager.changed:
-                if type(manager) is BaseValueManager and type(manager.value) in _IMMUTABLE_VALUES:
-                    manager.previous_value = manager.value
-                else:
-                    manager.reset_previous_value()
+                _keep_as_previous(manager)
                 manager.explicit = False
         self._is_persisted = True
 
-    # -- sync twins ---------------------------------------------------------
+    @classmethod
+    def _construct_instance(cls, values: dict[str, Any]) -> Any:
+        # cqlengine's, for every row read: Model(**row), which evaluates the
+        # default of every column with one (uuid4() included) even when the
+        # row has its value, then _set_persisted(force=True). The same
+        # instance, built in one pass; polymorphic models and models with
+        # their own __init__ go cqlengine's way.
+        if cls._is_polymorphic or cls.__init__ is not _CQLENGINE_INIT:  # type: ignore[attr-defined,misc]
+            return super()._construct_instance(values)  # type: ignore[misc]
+        if cls._db_map:  # type: ignore[attr-defined]
+            values = {cls._db_map.get(k, k): v for k, v in values.items()}  # type: ignore[attr-defined]
+        instance = cls.__new__(cls)
+        instance.__dict__.update(_FRESH_INSTANCE)
+        managers = {}
+        for name, column in cls._columns.items():  # type: ignore[attr-defined]
+            if name in values:
+                value = values[name]
+            else:
+                value = column.get_default() if column.has_default else None
+            if value is not None or isinstance(column, BaseContainerColumn):
+                value = column.to_python(value)
+            manager = column.value_manager(instance, column, value)
+            _keep_as_previous(manager)
+            managers[name] = manager
+        instance._values = managers  # type: ignore[attr-defined]
+        instance._is_persisted = True
+        return instance
+
+    # -- sync -------------------------------------------------------------
+
+    @classmethod
+    def get(cls, *args: Any, **kwargs: Any) -> Any:
+        """cqlengine's ``Model.get``; by keyword filters, through a compiled plan
+        once one is known (:mod:`flask_cqlalchemy.compiled`)."""
+        if kwargs and not args:
+            name = cls._class_get_connection()
+            ready = compiled.read_statement(cls, name, kwargs)
+            if ready is not None:
+                statement, deferred = ready
+                return one_of(cls, first_rows_sync(statement, 2), deferred, kwargs)
+            compiled.learn_read(cls, name, kwargs, lambda: cls.objects.filter(**kwargs)._capture_select())  # type: ignore[attr-defined]
+        return super().get(*args, **kwargs)  # type: ignore[misc]
+
+    @classmethod
+    def create(cls, **values: Any) -> Any:
+        """cqlengine's ``Model.create``, through a compiled plan once one is known."""
+        _check_columns(cls, values)
+        name = cls._class_get_connection()
+        ready = compiled.insert_statement(cls, name, values)
+        if ready is not None:
+            instance, statement = ready
+            execution.send_sync(statement)
+            return instance
+        queryset = cls.objects  # type: ignore[attr-defined]
+        instance, statements = send_captured_sync(lambda: queryset.create(**values))
+        compiled.learn_insert(cls, name, instance, statements)
+        return instance
 
     @classmethod
     def get_or_404(cls, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
@@ -132,11 +186,35 @@ class ModelMixin:
 
         Validation errors are raised before anything is sent.
         """
-        return await cls.objects.acreate(**values)  # type: ignore[attr-defined]
+        _check_columns(cls, values)
+        name = cls._class_get_connection()
+        if execution.needs_connect(name):
+            await execution.ensure_connected(name)
+        ready = compiled.insert_statement(cls, name, values)
+        if ready is not None:
+            instance, statement = ready
+            await execution.send(statement)
+            return instance
+        queryset = cls.objects  # type: ignore[attr-defined]
+        instance, statements = await send_captured(name, lambda: queryset.create(**values))
+        compiled.learn_insert(cls, name, instance, statements)
+        return instance
 
     @classmethod
     async def aget(cls, *args: Any, **kwargs: Any) -> Any:
         """Await the single row matching the filters (``Model.get``)."""
+        if kwargs and not args:
+            name = cls._class_get_connection()
+            if execution.needs_connect(name):
+                await execution.ensure_connected(name)
+            ready = compiled.read_statement(cls, name, kwargs)
+            if ready is not None:
+                statement, deferred = ready
+                return one_of(cls, await first_rows(statement, 2), deferred, kwargs)
+            queryset = cls.objects.filter(**kwargs)  # type: ignore[attr-defined]
+            statement = queryset._capture_select()
+            compiled.learn_read(cls, name, kwargs, lambda: statement)
+            return one_of(cls, await first_rows(statement, 2), queryset._deferred_values, kwargs)
         return await cls.objects.aget(*args, **kwargs)  # type: ignore[attr-defined]
 
     @classmethod
@@ -164,6 +242,35 @@ class ModelMixin:
             state.restore()
             raise
         return self
+
+
+_CQLENGINE_INIT = models.BaseModel.__init__
+
+#: What cqlengine's ``Model.__init__`` sets before the values.
+_FRESH_INSTANCE = {
+    "_ttl": None,
+    "_timestamp": None,
+    "_conditional": None,
+    "_batch": None,
+    "_timeout": models.connection.NOT_SET,
+    "_is_persisted": False,
+    "_connection": None,
+}
+
+
+def _keep_as_previous(manager: Any) -> None:
+    """``manager.reset_previous_value()``, without deep-copying an immutable value."""
+    if type(manager) is BaseValueManager and type(manager.value) in _IMMUTABLE_VALUES:
+        manager.previous_value = manager.value
+    else:
+        manager.reset_previous_value()
+
+
+def _check_columns(model: Any, values: dict[str, Any]) -> None:
+    """cqlengine's ``Model.create`` check: every value names a column."""
+    extra = set(values) - set(model._columns)
+    if extra:
+        raise ValidationError(f"Incorrect columns passed: {extra}")
 
 
 def make_model_base(ext: CQLAlchemy) -> type:

@@ -25,7 +25,7 @@ from typing import Any
 
 from cassandra.cluster import Session
 from cassandra.cqlengine.statements import ValueQuoter
-from cassandra.query import PreparedStatement, SimpleStatement
+from cassandra.query import BoundStatement, PreparedStatement, SimpleStatement
 
 log = logging.getLogger("flask_cqlalchemy")
 
@@ -52,12 +52,8 @@ class PreparedCache:
         no params when possible, else the statement unchanged."""
         if type(query) is not SimpleStatement or not isinstance(params, dict) or not params:
             return query, params
-        text = query.query_string
-        entry = self._entries.get(text)
+        entry = self.lookup(query.query_string)
         if entry is None:
-            self._prepare_later(text)
-            return query, params
-        if entry is _UNSUITABLE:
             return query, params
         prepared, names = entry
         values = []
@@ -66,19 +62,20 @@ class PreparedCache:
             if isinstance(value, ValueQuoter):
                 return query, params
             values.append(value)
-        try:
-            bound = prepared.bind(values)
-        except Exception:  # the node's types refuse a value: let the node say so, as before
-            return query, params
-        bound.consistency_level = query.consistency_level
-        bound.serial_consistency_level = query.serial_consistency_level
-        bound.fetch_size = query.fetch_size
-        bound.retry_policy = query.retry_policy
-        if query.is_idempotent:
-            bound.is_idempotent = True
-        # The routing key and keyspace come from the prepared metadata (the
-        # partition key's bind positions), equal to what cqlengine computed.
-        return bound, None
+        bound = bind_like(prepared, values, query)
+        return (query, params) if bound is None else (bound, None)
+
+    def lookup(self, text: str) -> tuple[PreparedStatement, list[str]] | None:
+        """The prepared statement of ``text`` and its marker names in order,
+        or None (not prepared yet: preparing starts in the background now;
+        or not preparable)."""
+        entry = self._entries.get(text)
+        if entry is None:
+            self._prepare_later(text)
+            return None
+        if entry is _UNSUITABLE:
+            return None
+        return entry  # type: ignore[no-any-return]
 
     def _prepare_later(self, text: str) -> None:
         with self._lock:
@@ -110,3 +107,22 @@ class PreparedCache:
             self._entries[text] = entry
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
+
+
+def bind_like(prepared: PreparedStatement, values: list[Any], template: SimpleStatement) -> BoundStatement | None:
+    """``values`` bound into ``prepared``, with the options cqlengine gave
+    ``template``; None when the node's types refuse a value (sent unprepared
+    instead, the node then says so, as before)."""
+    try:
+        bound = prepared.bind(values)
+    except Exception:
+        return None
+    bound.consistency_level = template.consistency_level
+    bound.serial_consistency_level = template.serial_consistency_level
+    bound.fetch_size = template.fetch_size
+    bound.retry_policy = template.retry_policy
+    if template.is_idempotent:
+        bound.is_idempotent = True
+    # The routing key and keyspace come from the prepared metadata (the
+    # partition key's bind positions), equal to what cqlengine computed.
+    return bound

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
-async def send_captured(connection: str | None, build: Callable[[], R]) -> tuple[R, list[ResultSet]]:
+async def send_captured(connection: str | None, build: Callable[[], R]) -> tuple[R, list[execution.Statement]]:
     """Run ``build`` (a cqlengine call) with its statements captured, then send
-    them one after another, awaited, as cqlengine would have sent them.
+    them one after another, awaited, as cqlengine would have sent them;
+    return what ``build`` returned and the statements sent.
 
     An LWT statement that was not applied raises ``LWTException`` and stops
     the sequence, exactly like the blocking path.
@@ -37,12 +38,59 @@ async def send_captured(connection: str | None, build: Callable[[], R]) -> tuple
     await execution.ensure_connected(connection)
     with execution.capture() as statements:
         value = build()
-    results = []
     for statement in statements:
-        result = await execution.send(statement)
-        check_applied(result)
-        results.append(result)
-    return value, results
+        check_applied(await execution.send(statement))
+    return value, statements
+
+
+def send_captured_sync(build: Callable[[], R]) -> tuple[R, list[execution.Statement]]:
+    """:func:`send_captured` with the driver's blocking call."""
+    with execution.capture() as statements:
+        value = build()
+    for statement in statements:
+        check_applied(execution.send_sync(statement))
+    return value, statements
+
+
+async def first_rows(statement: execution.Statement, wanted: int) -> list[Any]:
+    """Up to ``wanted`` rows of a select, page by page (one page, nearly always)."""
+    found: list[Any] = []
+    paging_state = None
+    while True:
+        result = await execution.send(statement, paging_state)
+        found.extend(result.current_rows[: wanted - len(found)])
+        paging_state = result.paging_state
+        if len(found) >= wanted or not paging_state:
+            return found
+
+
+def first_rows_sync(statement: execution.Statement, wanted: int) -> list[Any]:
+    """:func:`first_rows` with the driver's blocking call."""
+    found: list[Any] = []
+    paging_state = None
+    while True:
+        result = execution.send_sync(statement, paging_state)
+        found.extend(result.current_rows[: wanted - len(found)])
+        paging_state = result.paging_state
+        if len(found) >= wanted or not paging_state:
+            return found
+
+
+def one_of(model: Any, rows: list[Any], deferred: dict[str, Any], filters: dict[str, Any]) -> Any:
+    """The one instance ``get`` returns from up to two rows; cqlengine's errors otherwise."""
+    if len(rows) > 1:
+        raise model.MultipleObjectsReturned("Multiple objects found")
+    if not rows:
+        raise model.DoesNotExist(not_found(model, filters))
+    row = rows[0]
+    if deferred:  # the filter values cqlengine leaves out of the select
+        row.update(deferred)
+    return model._construct_instance(row)
+
+
+def not_found(model: Any, filters: dict[str, Any]) -> str:
+    where = ", ".join(f"{k}={v!r}" for k, v in filters.items())
+    return f"{model.__name__} not found" + (f" ({where})" if where else "")
 
 
 #: Attributes cqlengine's ``__deepcopy__`` resets, or shares, in a clone.
@@ -197,25 +245,15 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         return self.model.__cqlalchemy__
 
     def _not_found(self, filters: dict[str, Any]) -> str:
-        where = ", ".join(f"{k}={v!r}" for k, v in filters.items())
-        return f"{self.model.__name__} not found" + (f" ({where})" if where else "")
+        return not_found(self.model, filters)
 
     async def _afirst_rows(self, wanted: int) -> list[Any]:
-        """Up to ``wanted`` model instances, page by page (one page, nearly always)."""
+        """Up to ``wanted`` results (model instances, unless ``values_list``)."""
         name = self._connection_name()
         if execution.needs_connect(name):
             await execution.ensure_connected(name)
-        statement = self._capture_select()
         construct = self._maybe_inject_deferred(self._get_result_constructor())
-        found: list[Any] = []
-        paging_state = None
-        while True:
-            result = await execution.send(statement, paging_state)
-            for row in result.current_rows[: wanted - len(found)]:
-                found.append(construct(row))
-            paging_state = result.paging_state
-            if len(found) >= wanted or not paging_state:
-                return found
+        return [construct(row) for row in await first_rows(self._capture_select(), wanted)]
 
     def _capture_select(self, query: Any = None) -> execution.Statement:
         with execution.capture() as statements:
