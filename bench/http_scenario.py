@@ -6,6 +6,12 @@ clients, each with its own ``requests.Session`` (keep-alive). Every round
 sends the same number of requests to every view, the order of the views
 rotating from round to round; each request's latency is measured by the
 client (send to last byte).
+
+Scenario 4b is the same against a second server process whose Cassandra
+connections (all three clusters of :mod:`bench.common`) go through
+:mod:`bench.latency_proxy`, which adds a fixed round trip to every query:
+what a database across a network costs, and what ``asyncio.gather``
+overlaps.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,7 @@ from typing import Any
 import requests
 
 from . import common
+from .latency_proxy import LatencyProxy, round_trip_ms
 
 #: (view path, label); the first one is the baseline
 VIEWS = [
@@ -59,14 +67,23 @@ class HttpResult:
     per_round: int
     views: dict[str, ViewSamples] = field(default_factory=dict)
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the round trip the proxy adds to every query (0: the server talks to the node directly)
+    latency_ms: float = 0.0
+    #: median ms of a trivial query, ``direct`` and ``proxied`` (only with a proxy)
+    rtt_check: dict[str, float] = field(default_factory=dict)
 
 
 class Server:
-    """``python -m bench.http_app`` in a subprocess, on a free loopback port."""
+    """``python -m bench.http_app`` in a subprocess, on a free loopback port.
 
-    def __init__(self, log_path: Path, threads: int = 8) -> None:
+    ``env`` overrides the subprocess's environment (``CASSANDRA_HOSTS``,
+    ``CASSANDRA_PORT``: where its connections go, see :mod:`bench.common`).
+    """
+
+    def __init__(self, log_path: Path, threads: int = 8, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.threads = threads
+        self.env = env or {}
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
 
@@ -79,7 +96,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env=os.environ.copy(),
+            env={**os.environ, **self.env},
         )
         assert self.process.stdout is not None
         deadline = time.monotonic() + 120
@@ -144,8 +161,8 @@ class Clients:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def measure(server: Server, clients: int, rounds: int, per_round: int, log: Any) -> HttpResult:
-    result = HttpResult(clients, per_round)
+def measure(server: Server, clients: int, rounds: int, per_round: int, log: Any, latency_ms: float = 0.0) -> HttpResult:
+    result = HttpResult(clients, per_round, latency_ms=latency_ms)
     views = VIEWS + DIAGNOSTIC_VIEWS
     for path, label in views:
         result.views[path] = ViewSamples(path, label)
@@ -162,8 +179,9 @@ def measure(server: Server, clients: int, rounds: int, per_round: int, log: Any)
                     if error is not None:
                         samples.errors += 1
                         samples.first_error = samples.first_error or error
+            variant = f", +{latency_ms:g} ms RTT" if latency_ms else ""
             log(
-                f"  http ({clients} clients) round {r + 1}/{rounds}: "
+                f"  http ({clients} clients{variant}) round {r + 1}/{rounds}: "
                 + ", ".join(f"{p} p50 {common.median(result.views[p].rounds[-1]) * 1000:.1f} ms" for p, _ in views)
             )
     finally:
@@ -192,14 +210,43 @@ def probe_aiocqlengine(server: Server, clients: int, requests_count: int) -> dic
     return found
 
 
+def start_proxy(
+    stack: ExitStack, latency_ms: float, workdir: Path, log: Any
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Start a :class:`LatencyProxy` to the node (closed with ``stack``); check the
+    round trip it adds. Returns the server's environment and the check's figures."""
+    host, port = common.HOSTS[0], common.PORT
+    proxy = stack.enter_context(LatencyProxy(host, port, latency_ms, workdir / "latency_proxy.log"))
+    direct = round_trip_ms(host, port, protocol_version=common.PROTOCOL_VERSION)
+    proxied = round_trip_ms("127.0.0.1", proxy.port, protocol_version=common.PROTOCOL_VERSION)
+    log(
+        f"  latency proxy on 127.0.0.1:{proxy.port} -> {host}:{port}, +{latency_ms:g} ms per round trip; "
+        f"SELECT from system.local median {direct:.2f} ms direct, {proxied:.2f} ms through it"
+    )
+    env = {"CASSANDRA_HOSTS": "127.0.0.1", "CASSANDRA_PORT": str(proxy.port)}
+    return env, {"direct_ms": round(direct, 3), "proxied_ms": round(proxied, 3)}
+
+
 def run(
-    rounds: int, per_round: int, client_levels: list[int], probe_requests: int, workdir: Path, log: Any
+    rounds: int,
+    per_round: int,
+    client_levels: list[int],
+    probe_requests: int,
+    workdir: Path,
+    log: Any,
+    latency_ms: float = 0.0,
 ) -> list[HttpResult]:
+    """Scenario 4 (``latency_ms=0``: the server talks to the node directly) or 4b
+    (its connections go through a proxy adding ``latency_ms`` per round trip)."""
     results = []
-    with Server(workdir / "http_server.log") as server:
+    with ExitStack() as stack:
+        env, rtt_check = start_proxy(stack, latency_ms, workdir, log) if latency_ms else ({}, {})
+        suffix = "_latency" if latency_ms else ""
+        server = stack.enter_context(Server(workdir / f"http_server{suffix}.log", env=env))
         log(f"  HTTP server (waitress, {server.threads} threads) on 127.0.0.1:{server.port}")
         for clients in client_levels:
-            results.append(measure(server, clients, rounds, per_round, log))
+            results.append(measure(server, clients, rounds, per_round, log, latency_ms))
+            results[-1].rtt_check = rtt_check
         if probe_requests and results:
             # Last: a request whose answer never reaches its (closed) loop keeps
             # a server thread waiting for good.

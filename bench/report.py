@@ -172,8 +172,19 @@ def scan_rows(report: Report, result: ScenarioResult, targets: dict[str, Any], d
         )
 
 
+def http_title(result: HttpResult) -> str:
+    """Scenario 4's title for one client count; 4b (through the latency proxy) says so."""
+    clients = f"{result.clients} concurrent client{'s' if result.clients > 1 else ''}"
+    if not result.latency_ms:
+        return f"4. HTTP view with 10 reads, {clients}"
+    return (
+        f"4b. HTTP view with 10 reads, {result.latency_ms:g} ms simulated network round trip "
+        f"(user-space delay proxy), {clients}"
+    )
+
+
 def http_rows(report: Report, result: HttpResult, targets: dict[str, Any]) -> None:
-    title = f"4. HTTP view with 10 reads, {result.clients} concurrent client{'s' if result.clients > 1 else ''}"
+    title = http_title(result)
     baseline_path = "/sync"
     base = result.views[baseline_path]
     base_p50 = [common.median(r) for r in base.rounds]
@@ -400,10 +411,11 @@ def chart(
                 pooled = [t for r in samples.rounds for t in r]
                 groups.append(
                     (
-                        f"{view}\n{h.clients}c",
+                        f"{view}\n{h.clients}c" + (f" +{h.latency_ms:g}ms" if h.latency_ms else ""),
                         common.percentile(pooled, 50) * 1000,
                         common.percentile(pooled, 99) * 1000,
                         view,
+                        h.latency_ms,
                     )
                 )
         xs = range(len(groups))
@@ -413,22 +425,38 @@ def chart(
             width=0.4,
             label="p50",
             color=[COLORS.get(g[3].strip("/"), "#9467bd") for g in groups],
+            hatch=["//" if g[4] else "" for g in groups],
         )
         ax.bar([x + 0.2 for x in xs], [g[2] for g in groups], width=0.4, label="p99", color="#cccccc")
         ax.set_xticks(list(xs), [g[0] for g in groups], fontsize=7, rotation=60)
         ax.set_ylabel("latency, ms")
-        ax.set_title("4. HTTP view with 10 reads (waitress, loopback)", fontsize=10)
+        latencies = sorted({h.latency_ms for h in http if h.latency_ms})
+        ax.set_title(
+            "4. HTTP view with 10 reads (waitress)" + "".join(f"; hatched: 4b, +{d:g} ms RTT" for d in latencies),
+            fontsize=10,
+        )
         ax.legend(fontsize=8)
     else:
         ax.set_visible(False)
 
     ax = axes[1][1]
     if http:
-        h = http[-1]
-        base = [common.median(r) for r in h.views["/sync"].rounds]
-        names = [p for p in h.views if not p.startswith("/noop")]
-        speedups = [per_round_ratio(base, [common.median(r) for r in h.views[p].rounds]) for p in names]
-        ax.bar(range(len(names)), speedups, color=[COLORS.get(p.strip("/"), "#9467bd") for p in names])
+        # The last (largest) client count of each variant: loopback, then each simulated latency.
+        variants = list({h.latency_ms: h for h in http}.values())
+        names = [p for p in variants[0].views if not p.startswith("/noop")]
+        width = 0.8 / len(variants)
+        for i, h in enumerate(variants):
+            base = [common.median(r) for r in h.views["/sync"].rounds]
+            speedups = [per_round_ratio(base, [common.median(r) for r in h.views[p].rounds]) for p in names]
+            ax.bar(
+                [x - 0.4 + width * (i + 0.5) for x in range(len(names))],
+                speedups,
+                width=width,
+                color=[COLORS.get(p.strip("/"), "#9467bd") for p in names],
+                hatch="//" if h.latency_ms else "",
+                edgecolor="white" if h.latency_ms else None,
+                label=f"{h.clients}c, " + (f"+{h.latency_ms:g} ms simulated RTT" if h.latency_ms else "loopback"),
+            )
         ax.axhline(
             targets["gather_vs_sync_p50"],
             color="red",
@@ -439,7 +467,7 @@ def chart(
         ax.axhline(1, color="black", linewidth=0.5)
         ax.set_xticks(range(len(names)), names, fontsize=8)
         ax.set_ylabel("p50 speed-up over /sync (×)")
-        ax.set_title(f"4. p50 speed-up over the sequential sync view, {h.clients} client(s)", fontsize=10)
+        ax.set_title("4. p50 speed-up over the sequential sync view (plain: loopback, hatched: 4b)", fontsize=10)
         ax.legend(fontsize=8)
     else:
         ax.set_visible(False)
@@ -450,9 +478,9 @@ def chart(
         for m in shown:
             reads = m["reads"]
             points = m["rss_checkpoints"]
-            xs = [i * reads / (len(points) - 1) for i in range(len(points))]
+            done = [i * reads / (len(points) - 1) for i in range(len(points))]
             ax.plot(
-                xs,
+                done,
                 [p / 1024 / 1024 for p in points],
                 marker="o",
                 markersize=3,

@@ -202,45 +202,72 @@ def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Fut
         query, params = statement.wire, None
     else:
         query, params = route.outgoing(statement.query, statement.params)
-    sink = recording.sink() if route.record else None
-    location = recording.caller() if sink is not None else ""
-    started = time.perf_counter()
+    answer = _Answer(loop, statement)
+    if route.record:
+        answer.sink = recording.sink()
+        if answer.sink is not None:
+            answer.location = recording.caller()
+            answer.started = time.perf_counter()
     response = statement.session.execute_async(query, params, timeout=statement.timeout, paging_state=paging_state)
-    future: asyncio.Future[ResultSet] = loop.create_future()
+    answer.response = response
+    response.add_callbacks(answer.ok, answer.failed)
+    return answer.future
 
-    def settle(rows: Any, error: BaseException | None) -> None:
-        # Runs on the driver's I/O thread (or here, if the answer is already
-        # in). The driver swallows exceptions raised in callbacks, so nothing
-        # in here may raise: a loop closed since (cancelled or finished
-        # request) simply drops the answer.
-        def apply() -> None:
-            if sink is not None:
-                sink.append(
-                    recording.RecordedQuery(
-                        statement.describe(),
-                        statement.params,
-                        time.perf_counter() - started,
-                        location,
-                        "async",
-                        None if error is None else repr(error),
-                    )
-                )
-            # Checked on the loop's thread: the awaiting task may have been
-            # cancelled between the driver's answer and this call.
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(_with_query(error, statement))
-            else:
-                future.set_result(ResultSet(response, rows))
 
+class _Answer:
+    """Hands the driver's answer to one request to the loop awaiting it."""
+
+    __slots__ = ("loop", "future", "statement", "response", "sink", "location", "started")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, statement: Statement) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[ResultSet] = loop.create_future()
+        self.statement = statement
+        self.response: Any = None
+        self.sink: list[recording.RecordedQuery] | None = None
+        self.location = ""
+        self.started = 0.0
+
+    # The driver calls these on its I/O thread (or at once, in the sending
+    # thread, if the answer is already in), and swallows what they raise: so
+    # nothing here may raise. A loop closed since (a cancelled or finished
+    # request) simply drops the answer.
+
+    def ok(self, rows: Any) -> None:
         try:
-            loop.call_soon_threadsafe(apply)
+            self.loop.call_soon_threadsafe(self._settle, rows, None)
         except RuntimeError:
             pass
 
-    response.add_callbacks(lambda rows: settle(rows, None), lambda exc: settle(None, exc))
-    return future
+    def failed(self, error: BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._settle, None, error)
+        except RuntimeError:
+            pass
+
+    def _settle(self, rows: Any, error: BaseException | None) -> None:
+        """On the loop's thread."""
+        statement = self.statement
+        if self.sink is not None:
+            self.sink.append(
+                recording.RecordedQuery(
+                    statement.describe(),
+                    statement.params,
+                    time.perf_counter() - self.started,
+                    self.location,
+                    "async",
+                    None if error is None else repr(error),
+                )
+            )
+        # Checked here, on the loop's thread: the awaiting task may have been
+        # cancelled between the driver's answer and this call.
+        future = self.future
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(_with_query(error, statement))
+        else:
+            future.set_result(ResultSet(self.response, rows))
 
 
 def _with_query(error: BaseException, statement: Statement) -> BaseException:

@@ -58,6 +58,12 @@ class ModelMixin:
     #: Name of a ``CASSANDRA_BINDS`` entry: this model's cluster and keyspace.
     __bind__: str | None = None
 
+    def __init__(self, **values: Any) -> None:
+        # cqlengine's, except that a column's default is only evaluated when
+        # the column has no value given (cqlengine calls every default, a
+        # uuid4() included, then throws the result away for given values).
+        _fill(self, values, persisted=False)
+
     @classmethod
     def _get_keyspace(cls) -> str | None:
         if cls.__keyspace__:  # type: ignore[attr-defined]
@@ -117,30 +123,16 @@ class ModelMixin:
 
     @classmethod
     def _construct_instance(cls, values: dict[str, Any]) -> Any:
-        # cqlengine's, for every row read: Model(**row), which evaluates the
-        # default of every column with one (uuid4() included) even when the
-        # row has its value, then _set_persisted(force=True). The same
-        # instance, built in one pass; polymorphic models and models with
-        # their own __init__ go cqlengine's way.
-        if cls._is_polymorphic or cls.__init__ is not _CQLENGINE_INIT:  # type: ignore[attr-defined,misc]
+        # cqlengine's, for every row read: Model(**row), then
+        # _set_persisted(force=True). The same instance, built in one pass;
+        # polymorphic models and models with their own __init__ go
+        # cqlengine's way.
+        if cls._is_polymorphic or cls.__init__ is not ModelMixin.__init__:  # type: ignore[attr-defined,misc]
             return super()._construct_instance(values)  # type: ignore[misc]
         if cls._db_map:  # type: ignore[attr-defined]
             values = {cls._db_map.get(k, k): v for k, v in values.items()}  # type: ignore[attr-defined]
         instance = cls.__new__(cls)
-        instance.__dict__.update(_FRESH_INSTANCE)
-        managers = {}
-        for name, column in cls._columns.items():  # type: ignore[attr-defined]
-            if name in values:
-                value = values[name]
-            else:
-                value = column.get_default() if column.has_default else None
-            if value is not None or isinstance(column, BaseContainerColumn):
-                value = column.to_python(value)
-            manager = column.value_manager(instance, column, value)
-            _keep_as_previous(manager)
-            managers[name] = manager
-        instance._values = managers  # type: ignore[attr-defined]
-        instance._is_persisted = True
+        _fill(instance, values, persisted=True)
         return instance
 
     # -- sync -------------------------------------------------------------
@@ -244,8 +236,6 @@ class ModelMixin:
         return self
 
 
-_CQLENGINE_INIT = models.BaseModel.__init__
-
 #: What cqlengine's ``Model.__init__`` sets before the values.
 _FRESH_INSTANCE = {
     "_ttl": None,
@@ -256,6 +246,29 @@ _FRESH_INSTANCE = {
     "_is_persisted": False,
     "_connection": None,
 }
+
+
+def _fill(instance: Any, values: dict[str, Any], persisted: bool) -> None:
+    """Set up a new instance: cqlengine's ``Model.__init__`` and, for a row
+    read (``persisted``), ``_set_persisted(force=True)``."""
+    instance.__dict__.update(_FRESH_INSTANCE)
+    managers = {}
+    for name, column in instance._columns.items():
+        given = name in values
+        if given:
+            value = values[name]
+        else:
+            value = column.get_default() if column.has_default else None
+        if value is not None or isinstance(column, BaseContainerColumn):
+            value = column.to_python(value)
+        manager = column.value_manager(instance, column, value)
+        if persisted:
+            _keep_as_previous(manager)  # explicit stays False
+        else:
+            manager.explicit = given
+        managers[name] = manager
+    instance._values = managers
+    instance._is_persisted = persisted
 
 
 def _keep_as_previous(manager: Any) -> None:
