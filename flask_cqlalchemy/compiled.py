@@ -134,18 +134,24 @@ def read_statement(
     if found is None:
         return None
     route, session = found
-    key = _read_key(model, filters)
-    plan = route.plans.get(key) if key is not None else None
+    plan = route.plans.get((model, model._get_keyspace(), tuple(filters)))
     if plan is None or plan is _UNSUITABLE:
         return None
-    values = _converted(model, filters)
-    if values is None:
+    values = []
+    # What cqlengine's filter() keeps to put into each row it constructs.
+    deferred = {}
+    try:
+        for name, value in filters.items():
+            if isinstance(value, BaseQueryFunction):
+                return None
+            column = model._get_column(name)
+            values.append(column.to_database(value))
+            deferred[column.db_field_name] = value
+    except Exception:  # the usual way raises cqlengine's own error for it
         return None
     statement = plan.statement(route, session, values)
     if statement is None:
         return None
-    # What cqlengine's filter() keeps to put into each row it constructs.
-    deferred = {model._get_column(name).db_field_name: value for name, value in filters.items()}
     return statement, deferred
 
 

@@ -34,7 +34,7 @@ _captured: ContextVar[list[Statement] | None] = ContextVar("flask_cqlalchemy_cap
 _ROUTE_ATTRIBUTE = "_flask_cqlalchemy_route"
 
 
-@dataclass
+@dataclass(slots=True)
 class Statement:
     """A statement cqlengine finished building, not yet sent."""
 

@@ -52,10 +52,9 @@ def send_captured_sync(build: Callable[[], R]) -> tuple[R, list[execution.Statem
     return value, statements
 
 
-async def first_rows(statement: execution.Statement, wanted: int) -> list[Any]:
+async def first_rows(statement: execution.Statement, wanted: int, paging_state: bytes | None = None) -> list[Any]:
     """Up to ``wanted`` rows of a select, page by page (one page, nearly always)."""
     found: list[Any] = []
-    paging_state = None
     while True:
         result = await execution.send(statement, paging_state)
         found.extend(result.current_rows[: wanted - len(found)])
@@ -64,10 +63,9 @@ async def first_rows(statement: execution.Statement, wanted: int) -> list[Any]:
             return found
 
 
-def first_rows_sync(statement: execution.Statement, wanted: int) -> list[Any]:
+def first_rows_sync(statement: execution.Statement, wanted: int, paging_state: bytes | None = None) -> list[Any]:
     """:func:`first_rows` with the driver's blocking call."""
     found: list[Any] = []
-    paging_state = None
     while True:
         result = execution.send_sync(statement, paging_state)
         found.extend(result.current_rows[: wanted - len(found)])
