@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             "this machine has no netem). Check before the run: `SELECT release_version FROM system.local` "
             f"median {check.get('direct_ms', float('nan')):.2f} ms direct, "
             f"{check.get('proxied_ms', float('nan')):.2f} ms through the proxy. The client-to-server HTTP hop "
-            "stays on loopback."
+            "stays on loopback. The driver's sockets keep its default (Nagle's algorithm on), as over a real "
+            "network: a request written while an earlier one is unacknowledged waits for that acknowledgement."
         )
     for h in http_results:
         for path, found in h.probes.items():

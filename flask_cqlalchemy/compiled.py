@@ -42,6 +42,13 @@ from .prepared import bind_like
 MAX_PLANS = 1024
 
 _UNSUITABLE = object()
+#: Kinds of plan: a read and an insert may name the same columns.
+READ, INSERT = "read", "insert"
+
+
+def plan_key(kind: str, model: Any, keyspace: str | None, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """Where the plan of a shape is kept in ``Route.plans``."""
+    return (kind, model, keyspace, names)
 
 
 class Plan:
@@ -113,9 +120,9 @@ def _learnt(statements: list[execution.Statement], params: dict[str, Any]) -> Pl
 
 def _read_key(model: Any, filters: Mapping[str, Any]) -> tuple[Any, ...] | None:
     for name, value in filters.items():
-        if "__" in name or isinstance(value, BaseQueryFunction):
+        if "__" in name or value is None or isinstance(value, BaseQueryFunction):
             return None
-    return (model, model._get_keyspace(), tuple(filters))
+    return plan_key(READ, model, model._get_keyspace(), tuple(filters))
 
 
 def _converted(model: Any, filters: Mapping[str, Any]) -> list[Any] | None:
@@ -134,7 +141,7 @@ def read_statement(
     if found is None:
         return None
     route, session = found
-    plan = route.plans.get((model, model._get_keyspace(), tuple(filters)))
+    plan = route.plans.get(plan_key(READ, model, model._get_keyspace(), tuple(filters)))
     if plan is None or plan is _UNSUITABLE:
         return None
     values = []
@@ -142,8 +149,8 @@ def read_statement(
     deferred = {}
     try:
         for name, value in filters.items():
-            if isinstance(value, BaseQueryFunction):
-                return None
+            if value is None or isinstance(value, BaseQueryFunction):
+                return None  # cqlengine refuses None filters itself
             column = model._get_column(name)
             values.append(column.to_database(value))
             deferred[column.db_field_name] = value
@@ -208,12 +215,12 @@ def _inserted(model: Any, instance: Any) -> tuple[tuple[str, ...], list[Any]] | 
     return tuple(names), values
 
 
-def insert_statement(model: Any, connection: str, values: Mapping[str, Any]) -> tuple[Any, execution.Statement] | None:
-    """``(instance, statement)`` of ``model.create(**values)`` from its plan,
-    the instance already in the state cqlengine's save leaves it in; or None:
-    go the usual way (and :func:`learn_insert` from it).
+def insert_statement(model: Any, connection: str, instance: Any) -> execution.Statement | None:
+    """The statement of saving ``instance``, new from ``model.create``, from
+    its plan, the instance left in the state cqlengine's save leaves it in;
+    or None: save it the usual way (and :func:`learn_insert` from that).
 
-    Validation errors are raised here, before anything is sent, as ``create``
+    Validation errors are raised here, before anything is sent, as ``save``
     raises them.
     """
     if not _insertable(model):
@@ -222,7 +229,6 @@ def insert_statement(model: Any, connection: str, values: Mapping[str, Any]) -> 
     if found is None:
         return None
     route, session = found
-    instance = model(**values)
     instance.validate()
     try:
         inserted = _inserted(model, instance)
@@ -231,7 +237,7 @@ def insert_statement(model: Any, connection: str, values: Mapping[str, Any]) -> 
     if inserted is None:
         return None
     names, db_values = inserted
-    plan = route.plans.get((model, model._get_keyspace(), names))
+    plan = route.plans.get(plan_key(INSERT, model, model._get_keyspace(), names))
     if plan is None or plan is _UNSUITABLE:
         return None
     statement = plan.statement(route, session, db_values)
@@ -246,7 +252,7 @@ def insert_statement(model: Any, connection: str, values: Mapping[str, Any]) -> 
             manager.explicit = True
     instance._set_persisted()
     instance._timestamp = None
-    return instance, statement
+    return statement
 
 
 def learn_insert(model: Any, connection: str, instance: Any, statements: list[execution.Statement]) -> None:
@@ -263,6 +269,6 @@ def learn_insert(model: Any, connection: str, instance: Any, statements: list[ex
     if inserted is None:
         return
     names, db_values = inserted
-    key = (model, model._get_keyspace(), names)
+    key = plan_key(INSERT, model, model._get_keyspace(), names)
     if key not in found[0].plans:
         _remember(found[0], key, _learnt(statements, {str(i): v for i, v in enumerate(db_values)}))

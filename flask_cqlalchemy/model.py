@@ -153,15 +153,13 @@ class ModelMixin:
     @classmethod
     def create(cls, **values: Any) -> Any:
         """cqlengine's ``Model.create``, through a compiled plan once one is known."""
-        _check_columns(cls, values)
+        instance = _created(cls, values)
         name = cls._class_get_connection()
-        ready = compiled.insert_statement(cls, name, values)
-        if ready is not None:
-            instance, statement = ready
+        statement = compiled.insert_statement(cls, name, instance)
+        if statement is not None:
             execution.send_sync(statement)
             return instance
-        queryset = cls.objects  # type: ignore[attr-defined]
-        instance, statements = send_captured_sync(lambda: queryset.create(**values))
+        _, statements = send_captured_sync(instance.save)
         compiled.learn_insert(cls, name, instance, statements)
         return instance
 
@@ -178,17 +176,13 @@ class ModelMixin:
 
         Validation errors are raised before anything is sent.
         """
-        _check_columns(cls, values)
+        instance = _created(cls, values)
         name = cls._class_get_connection()
-        ready = compiled.insert_statement(cls, name, values)
-        if ready is not None:
-            instance, statement = ready
+        statement = compiled.insert_statement(cls, name, instance)
+        if statement is not None:
             await execution.send(statement)
             return instance
-        if execution.needs_connect(name):
-            await execution.ensure_connected(name)
-        queryset = cls.objects  # type: ignore[attr-defined]
-        instance, statements = await send_captured(name, lambda: queryset.create(**values))
+        _, statements = await send_captured(name, instance.save)
         compiled.learn_insert(cls, name, instance, statements)
         return instance
 
@@ -279,11 +273,22 @@ def _keep_as_previous(manager: Any) -> None:
         manager.reset_previous_value()
 
 
-def _check_columns(model: Any, values: dict[str, Any]) -> None:
-    """cqlengine's ``Model.create`` check: every value names a column."""
+def _created(model: Any, values: dict[str, Any]) -> Any:
+    """The new instance cqlengine's ``Model.create`` saves: every value must
+    name a column, and the instance gets the options of a plain queryset."""
     extra = set(values) - set(model._columns)
     if extra:
         raise ValidationError(f"Incorrect columns passed: {extra}")
+    return (
+        model(**values)
+        .batch(None)
+        .ttl(None)
+        .consistency(None)
+        .if_not_exists(False)
+        .timestamp(None)
+        .if_exists(False)
+        .using(connection=None)
+    )
 
 
 def make_model_base(ext: CQLAlchemy) -> type:

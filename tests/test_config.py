@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 
 import pytest
@@ -109,3 +110,10 @@ def test_password_never_in_repr():
 def test_ssl_context_passes_through():
     context = ssl.create_default_context()
     assert settings(CASSANDRA_SSL=context).cluster_options()["ssl_context"] is context
+
+
+def test_tcp_nodelay_by_default_and_setup_kwargs_win():
+    nodelay = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assert settings().cluster_options()["sockopts"] == [nodelay]
+    keepalive = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    assert settings(CASSANDRA_SETUP_KWARGS={"sockopts": keepalive}).cluster_options()["sockopts"] == keepalive

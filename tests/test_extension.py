@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import uuid
 import warnings
 
@@ -434,3 +435,17 @@ def test_views_answer_400_for_bad_filters_404_for_missing_rows(clean_db):
         assert ExtUser.objects.count() == 2  # nothing written by the rejected requests
     finally:
         views_db.shutdown()
+
+
+def test_connections_to_the_node_send_without_delay():
+    """Every pooled connection has TCP_NODELAY: concurrent queries are not held back by Nagle."""
+    ext = CQLAlchemy(make_app("nodelay"))
+    try:
+        ext.session.execute("SELECT release_version FROM system.local")
+        pools = list(ext.session.get_pools())
+        assert pools
+        for pool in pools:
+            for connection in pool.get_connections():
+                assert connection._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        ext.shutdown()
