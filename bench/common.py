@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -134,7 +135,14 @@ class Node:
 
 
 def cluster_options() -> dict[str, Any]:
-    return {"port": PORT, "protocol_version": PROTOCOL_VERSION}
+    """Cluster() options of the contenders' own clusters. TCP_NODELAY is what
+    the facade's clusters get by default; every contender gets it too, so
+    that only the layers above the driver differ."""
+    return {
+        "port": PORT,
+        "protocol_version": PROTOCOL_VERSION,
+        "sockopts": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    }
 
 
 def make_app(name: str = "bench") -> Flask:

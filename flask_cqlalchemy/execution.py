@@ -259,6 +259,10 @@ class _Answer:
                     None if error is None else repr(error),
                 )
             )
+        # The driver's future holds this answer's methods as its callbacks:
+        # let go of it, so that no reference cycle keeps every finished
+        # request alive until the next garbage collection.
+        response, self.response = self.response, None
         # Checked here, on the loop's thread: the awaiting task may have been
         # cancelled between the driver's answer and this call.
         future = self.future
@@ -267,7 +271,7 @@ class _Answer:
         if error is not None:
             future.set_exception(_with_query(error, statement))
         else:
-            future.set_result(ResultSet(self.response, rows))
+            future.set_result(ResultSet(response, rows))
 
 
 def _with_query(error: BaseException, statement: Statement) -> BaseException:

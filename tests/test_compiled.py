@@ -908,3 +908,27 @@ def test_overridden_init_runs_once_per_create(clean_db):
             CpInit.built.clear()
             create(**values)
             assert CpInit.built == [values], (create, values)
+
+
+def test_instances_survive_pickle_and_copy_and_are_freed_at_once(clean_db):
+    """Read and new instances pickle and deep-copy with their values and change
+    tracking; an instance nobody holds is freed without a garbage collection."""
+    import copy
+    import gc
+    import pickle
+    import weakref
+
+    user = CpUser.create(id=uuid.uuid4(), name="kept", score=3)
+    read = CpUser.get(id=user.id)
+    read.name = "changed"
+    for original in (user, read):
+        for clone in (pickle.loads(pickle.dumps(original)), copy.deepcopy(original)):
+            assert (clone.id, clone.name, clone.score) == (original.id, original.name, original.score)
+            assert clone.get_changed_columns() == original.get_changed_columns()
+    assert read._values["name"].instance.name == "changed"
+    gc.disable()
+    try:
+        probe = weakref.ref(CpUser.get(id=user.id))
+        assert probe() is None
+    finally:
+        gc.enable()
