@@ -198,16 +198,19 @@ def _insertable(model: Any) -> bool:
 def _inserted(model: Any, instance: Any) -> tuple[tuple[str, ...], list[Any]] | None:
     """The columns cqlengine's save would insert and their database values,
     or None when its save would do more than one plain insert."""
+    # A column's value is its manager's getval(), which is what the
+    # attribute (cqlengine's column descriptor) returns.
+    managers = instance._values
     clustering = model._clustering_keys
-    if clustering and all(column._val_is_null(getattr(instance, name, None)) for name, column in clustering.items()):
+    if clustering and all(column._val_is_null(managers[name].getval()) for name, column in clustering.items()):
         return None  # a static-only save
     names: list[str] = []
     values: list[Any] = []
-    managers = instance._values
     for name, column in model._columns.items():
-        value = getattr(instance, name, None)
+        manager = managers[name]
+        value = manager.getval()
         if column._val_is_null(value):
-            if managers[name].deleted:
+            if manager.deleted:
                 return None  # cqlengine follows the insert with a DELETE of that column
             continue
         names.append(name)

@@ -285,16 +285,17 @@ def _created(model: Any, values: dict[str, Any]) -> Any:
     extra = set(values) - set(model._columns)
     if extra:
         raise ValidationError(f"Incorrect columns passed: {extra}")
-    return (
-        model(**values)
-        .batch(None)
-        .ttl(None)
-        .consistency(None)
-        .if_not_exists(False)
-        .timestamp(None)
-        .if_exists(False)
-        .using(connection=None)
-    )
+    instance = model(**values)
+    # What create's chain .batch(None).ttl(None).consistency(None)
+    # .if_not_exists(False).timestamp(None).if_exists(False) sets, without the
+    # seven closures cqlengine's descriptors make for it.
+    instance._batch = None
+    instance._ttl = None
+    instance.__consistency__ = None
+    instance._if_not_exists = False
+    instance._timestamp = None
+    instance._if_exists = False
+    return instance
 
 
 def make_model_base(ext: CQLAlchemy) -> type:
