@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "http_requests_per_round": 150,
         "http_clients": [1, 4],
         "http_server_threads": 8,
-        "http_latency_ms": 1.0,
+        "http_latency_ms": [1.0, 2.0],
         "aiocqlengine_probe_requests": 24,
         "memory_reads": 100_000,
         "memory_warmup": 10_000,
@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "http_requests_per_round": 40,
         "http_clients": [4],
         "http_server_threads": 8,
-        "http_latency_ms": 1.0,
+        "http_latency_ms": [1.0],
         "aiocqlengine_probe_requests": 8,
         "memory_reads": 10_000,
         "memory_warmup": 2_000,
@@ -107,9 +107,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--http-latency-ms",
-        type=float,
+        type=lambda s: [float(x) for x in s.split(",") if float(x) > 0],
         help="scenario 4b: run scenario 4 again with the server's Cassandra connections through a "
-        "proxy adding this round trip, ms (default 1; 0 skips 4b)",
+        "proxy adding each of these comma-separated round trips, ms (default 1,2; 0 skips 4b)",
     )
     return parser.parse_args(argv)
 
@@ -221,15 +221,16 @@ def main(argv: list[str] | None = None) -> int:
             workdir,
             log,
         )
-        latency_ms = settings["http_latency_ms"]
-        if latency_ms and len(common.HOSTS) > 1:
+        latencies = settings["http_latency_ms"]
+        if latencies and len(common.HOSTS) > 1:
             # The driver would find the other nodes' own addresses and bypass the proxy.
             http_notes.append(
                 "Scenario 4b (simulated network round trip) was skipped: the latency proxy stands for a single "
                 "node, and CASSANDRA_HOSTS names several."
             )
             log(http_notes[-1])
-        elif latency_ms:
+            latencies = []
+        for latency_ms in latencies:
             log(f"scenario 4b: the same with a {latency_ms:g} ms simulated network round trip (user-space proxy)")
             http_results += http_scenario.run(
                 settings["rounds"],
