@@ -66,18 +66,19 @@ class Plan:
     def statement(self, route: execution.Route, session: Any, values: list[Any]) -> execution.Statement | None:
         """The statement of these (converted) values, or None when it cannot
         go prepared (not prepared yet, or the node's types refuse a value)."""
-        prepared = self.prepared
+        prepared = self.prepared_for(route)
         if prepared is None:
-            prepared = self._lookup(route)
-            if prepared is None:
-                return None
+            return None
         bound = bind_like(prepared, values, self.template)
         if bound is None:
             return None
         params = dict(zip(self.names, values, strict=True))
         return execution.Statement(session, self.template, params, self.timeout, bound)
 
-    def _lookup(self, route: execution.Route) -> PreparedStatement | None:
+    def prepared_for(self, route: execution.Route) -> PreparedStatement | None:
+        """The prepared statement, once the node has prepared it."""
+        if self.prepared is not None:
+            return self.prepared
         if route.prepared is None:
             return None
         entry = route.prepared.lookup(self.template.query_string)
@@ -195,9 +196,9 @@ def _insertable(model: Any) -> bool:
     )
 
 
-def _inserted(model: Any, instance: Any) -> tuple[tuple[str, ...], list[Any]] | None:
-    """The columns cqlengine's save would insert and their database values,
-    or None when its save would do more than one plain insert."""
+def _inserted(model: Any, instance: Any, convert: bool = True) -> tuple[tuple[str, ...], list[Any]] | None:
+    """The columns cqlengine's save would insert and (``convert``) their
+    database values, or None when its save would do more than one plain insert."""
     # A column's value is its manager's getval(), which is what the
     # attribute (cqlengine's column descriptor) returns.
     managers = instance._values
@@ -214,7 +215,8 @@ def _inserted(model: Any, instance: Any) -> tuple[tuple[str, ...], list[Any]] | 
                 return None  # cqlengine follows the insert with a DELETE of that column
             continue
         names.append(name)
-        values.append(column.to_database(value))
+        if convert:
+            values.append(column.to_database(value))
     return tuple(names), values
 
 
@@ -223,8 +225,9 @@ def insert_statement(model: Any, connection: str, instance: Any) -> execution.St
     its plan, the instance left in the state cqlengine's save leaves it in;
     or None: save it the usual way (and :func:`learn_insert` from that).
 
-    Validation errors are raised here, before anything is sent, as ``save``
-    raises them.
+    The instance is validated only once a usable plan is found, so that the
+    usual way validates it once too. Validation errors are raised here,
+    before anything is sent, as ``save`` raises them.
     """
     if not _insertable(model):
         return None
@@ -232,17 +235,22 @@ def insert_statement(model: Any, connection: str, instance: Any) -> execution.St
     if found is None:
         return None
     route, session = found
+    shape = _inserted(model, instance, convert=False)
+    if shape is None:
+        return None
+    plan = route.plans.get(plan_key(INSERT, model, model._get_keyspace(), shape[0]))
+    if plan is None or plan is _UNSUITABLE or plan.prepared_for(route) is None:
+        return None
     instance.validate()
     try:
         inserted = _inserted(model, instance)
     except Exception:  # the usual way raises cqlengine's own error for it
         return None
-    if inserted is None:
+    # A validate() that changed which columns are set (not cqlengine's) goes
+    # the usual way, as does a value the node's types refuse.
+    if inserted is None or inserted[0] != shape[0]:
         return None
     names, db_values = inserted
-    plan = route.plans.get(plan_key(INSERT, model, model._get_keyspace(), names))
-    if plan is None or plan is _UNSUITABLE:
-        return None
     statement = plan.statement(route, session, db_values)
     if statement is None:
         return None

@@ -106,6 +106,11 @@ def capture() -> Iterator[list[Statement]]:
         _captured.reset(token)
 
 
+def capturing() -> bool:
+    """Whether statements executed now are captured (see :func:`capture`)."""
+    return _captured.get() is not None
+
+
 def route_session(session: Session, *, prepare: bool = True, record: bool = False) -> None:
     """Route ``session.execute`` through the capture seam (once per session)."""
     if hasattr(session, _ROUTE_ATTRIBUTE):

@@ -65,6 +65,27 @@ class ModelMixin:
         # uuid4() included, then throws the result away for given values).
         _fill(self, values, persisted=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickle and copy.deepcopy: each value manager without its weak proxy
+        # of this instance (which would copy as a second, half-built instance).
+        state = self.__dict__.copy()
+        state["_values"] = {
+            name: (type(manager), {k: v for k, v in manager.__dict__.items() if k != "instance"})
+            for name, manager in self._values.items()  # type: ignore[attr-defined]
+        }
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        managers = state.pop("_values")
+        self.__dict__.update(state)
+        owner = weakref.proxy(self)
+        self._values = {}
+        for name, (kind, attributes) in managers.items():
+            manager = kind.__new__(kind)
+            manager.__dict__.update(attributes)
+            manager.instance = owner
+            self._values[name] = manager
+
     @classmethod
     def _get_keyspace(cls) -> str | None:
         if cls.__keyspace__:  # type: ignore[attr-defined]
@@ -142,18 +163,23 @@ class ModelMixin:
     def get(cls, *args: Any, **kwargs: Any) -> Any:
         """cqlengine's ``Model.get``; by keyword filters, through a compiled plan
         once one is known (:mod:`flask_cqlalchemy.compiled`)."""
-        if kwargs and not args:
-            name = cls._class_get_connection()
-            ready = compiled.read_statement(cls, name, kwargs)
-            if ready is not None:
-                statement, deferred = ready
-                return one_of(cls, first_rows_sync(statement, 2), deferred, kwargs)
-            compiled.learn_read(cls, name, kwargs, lambda: cls.objects.filter(**kwargs)._capture_select())  # type: ignore[attr-defined]
-        return super().get(*args, **kwargs)  # type: ignore[misc]
+        if args or not kwargs or not _plans_apply(cls) or execution.capturing():
+            return super().get(*args, **kwargs)  # type: ignore[misc]
+        name = cls._class_get_connection()
+        ready = compiled.read_statement(cls, name, kwargs)
+        if ready is not None:
+            statement, deferred = ready
+            return one_of(cls, first_rows_sync(statement, 2), deferred, kwargs)
+        queryset = cls.objects.filter(**kwargs)  # type: ignore[attr-defined]
+        statement = queryset._capture_select()
+        compiled.learn_read(cls, name, kwargs, lambda: statement)
+        return one_of(cls, first_rows_sync(statement, 2), queryset._deferred_values, kwargs)
 
     @classmethod
     def create(cls, **values: Any) -> Any:
         """cqlengine's ``Model.create``, through a compiled plan once one is known."""
+        if not _plans_apply(cls) or execution.capturing():
+            return super().create(**values)  # type: ignore[misc]
         instance = _created(cls, values)
         name = cls._class_get_connection()
         statement = compiled.insert_statement(cls, name, instance)
@@ -177,8 +203,11 @@ class ModelMixin:
 
         Validation errors are raised before anything is sent.
         """
-        instance = _created(cls, values)
         name = cls._class_get_connection()
+        if not _plans_apply(cls):
+            instance, _ = await send_captured(name, lambda: _CQLENGINE_CREATE(cls, **values))
+            return instance
+        instance = _created(cls, values)
         statement = compiled.insert_statement(cls, name, instance)
         if statement is not None:
             await execution.send(statement)
@@ -190,7 +219,7 @@ class ModelMixin:
     @classmethod
     async def aget(cls, *args: Any, **kwargs: Any) -> Any:
         """Await the single row matching the filters (``Model.get``)."""
-        if kwargs and not args:
+        if kwargs and not args and _plans_apply(cls):
             name = cls._class_get_connection()
             ready = compiled.read_statement(cls, name, kwargs)
             if ready is not None:
@@ -233,6 +262,16 @@ class ModelMixin:
             state.restore()
             raise
         return self
+
+
+_CQLENGINE_CREATE = models.BaseModel.create.__func__  # type: ignore[attr-defined]
+
+
+def _plans_apply(model: Any) -> bool:
+    """Whether ``get``/``create`` may take compiled plans: a concrete model
+    whose queryset is this extension's own (an overridden ``filter``, ``get``
+    or ``create`` must run as cqlengine would run it)."""
+    return model.__queryset__ is QuerySet and not model.__abstract__
 
 
 def _fill(instance: Any, values: dict[str, Any], persisted: bool) -> None:
