@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cassandra.cluster import ResultSet
@@ -309,7 +309,8 @@ class _RowStream:
 
     def __init__(self, queryset: QuerySet) -> None:
         self._queryset = queryset
-        self._rows: Iterator[Any] = iter(())
+        #: The rows of the current page not handed out yet, last row first.
+        self._rows: list[Any] = []
         self._statement: execution.Statement | None = None
         self._construct: Callable[[Any], Any] | None = None
         self._next: asyncio.Future[ResultSet] | None = None
@@ -321,8 +322,10 @@ class _RowStream:
 
     async def __anext__(self) -> Any:
         while True:
-            row = next(self._rows, _END)
-            if row is not _END:
+            if self._rows:
+                # Popped, so that a row handed out is not kept alive by the
+                # page (fewer objects survive a garbage collection mid-page).
+                row = self._rows.pop()
                 assert self._construct is not None
                 if time.perf_counter() - self._since_yield > _YIELD_EVERY:
                     # Rows of a page already here come without an await, so a
@@ -350,7 +353,9 @@ class _RowStream:
             self._next = execution.send(self._statement, result.paging_state)
         else:
             self._done = True
-        self._rows = iter(result.current_rows)
+        rows = list(result.current_rows)
+        rows.reverse()
+        self._rows = rows
 
     async def aclose(self) -> None:
         """Drop the page requested ahead, if any (early ``break``)."""
@@ -377,7 +382,6 @@ def _forget(future: asyncio.Future[ResultSet]) -> None:
         future.cancel()
 
 
-_END = object()
 
 #: Longest stretch (seconds) an ``async for`` keeps the loop before yielding it.
-_YIELD_EVERY = 0.001
+_YIELD_EVERY = 0.0005
