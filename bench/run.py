@@ -48,7 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "http_latency_ms": [1.0, 2.0],
         "aiocqlengine_probe_requests": 24,
         "memory_reads": 100_000,
-        "memory_warmup": 10_000,
+        "memory_warmup": 30_000,
         "memory_contenders": ["facade", "raw", "aiocqlengine", "threadpool"],
         "profile_reads": 10_000,
         "profile_read_contenders": ["facade", "raw", "aiocqlengine"],
