@@ -382,6 +382,5 @@ def _forget(future: asyncio.Future[ResultSet]) -> None:
         future.cancel()
 
 
-
 #: Longest stretch (seconds) an ``async for`` keeps the loop before yielding it.
 _YIELD_EVERY = 0.0005
