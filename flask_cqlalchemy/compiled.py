@@ -17,10 +17,13 @@ A plan is kept only if, for the call that taught it, it gives exactly the
 parameters cqlengine gave. Whatever a plan does not cover (filter operators,
 tokens and query functions, a value the column or the node refuses, a column
 explicitly set to None, static-only saves, polymorphic or counter models, an
-overridden ``save``) goes the usual way and raises the usual errors.
+overridden ``save``, a model with its own queryset class, abstract models)
+goes the usual way and raises the usual errors.
 
 Plans live on the session's :class:`~.execution.Route`, so a new session (a
-reconnect, a forked worker) starts without any.
+reconnect, a forked worker) starts without any. They are plain dict entries:
+two threads may learn the same shape at once, and one plan simply replaces
+the other.
 """
 
 from __future__ import annotations
