@@ -123,17 +123,27 @@ def _learnt(statements: list[execution.Statement], params: dict[str, Any]) -> Pl
 
 
 def _read_key(model: Any, filters: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    for name, value in filters.items():
-        if "__" in name or value is None or isinstance(value, BaseQueryFunction):
-            return None
+    if any("__" in name for name in filters):
+        return None  # a filter operator (id__in=...): cqlengine's way
     return plan_key(READ, model, model._get_keyspace(), tuple(filters))
 
 
-def _converted(model: Any, filters: Mapping[str, Any]) -> list[Any] | None:
+def _converted(model: Any, filters: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]] | None:
+    """The filters' database values, and the values cqlengine's filter() keeps
+    to put into each row it constructs; None when cqlengine's way must
+    handle them (and raise its own error, if any)."""
+    values = []
+    deferred = {}
     try:
-        return [model._get_column(name).to_database(value) for name, value in filters.items()]
-    except Exception:  # the usual way raises cqlengine's own error for it
+        for name, value in filters.items():
+            if value is None or isinstance(value, BaseQueryFunction):
+                return None
+            column = model._get_column(name)
+            values.append(column.to_database(value))
+            deferred[column.db_field_name] = value
+    except Exception:
         return None
+    return values, deferred
 
 
 def read_statement(
@@ -148,18 +158,10 @@ def read_statement(
     plan = route.plans.get(plan_key(READ, model, model._get_keyspace(), tuple(filters)))
     if plan is None or plan is _UNSUITABLE:
         return None
-    values = []
-    # What cqlengine's filter() keeps to put into each row it constructs.
-    deferred = {}
-    try:
-        for name, value in filters.items():
-            if value is None or isinstance(value, BaseQueryFunction):
-                return None  # cqlengine refuses None filters itself
-            column = model._get_column(name)
-            values.append(column.to_database(value))
-            deferred[column.db_field_name] = value
-    except Exception:  # the usual way raises cqlengine's own error for it
+    converted = _converted(model, filters)
+    if converted is None:
         return None
+    values, deferred = converted
     statement = plan.statement(route, session, values)
     if statement is None:
         return None
@@ -175,14 +177,14 @@ def learn_read(
     key = _read_key(model, filters)
     if found is None or key is None or key in found[0].plans:
         return
-    values = _converted(model, filters)
-    if values is None:
+    converted = _converted(model, filters)
+    if converted is None:
         return
     try:
         statement = build()
     except Exception:  # the usual way raises it
         return
-    plan = _learnt([statement], {str(i): v for i, v in enumerate(values)})
+    plan = _learnt([statement], {str(i): v for i, v in enumerate(converted[0])})
     _remember(found[0], key, plan)
 
 

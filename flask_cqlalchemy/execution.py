@@ -71,8 +71,11 @@ class Route:
         #: Compiled plans of this session (see :mod:`.compiled`), by shape.
         self.plans: dict[Any, Any] = {}
 
-    def outgoing(self, query: Any, params: Any) -> tuple[Any, Any]:
-        """The statement as it goes on the wire (prepared when possible)."""
+    def outgoing(self, query: Any, params: Any, wire: Any = None) -> tuple[Any, Any]:
+        """The statement as it goes on the wire: ``wire`` when already bound,
+        else prepared when possible."""
+        if wire is not None:
+            return wire, None
         if self.prepared is None:
             return query, params
         return self.prepared.bind(query, params)
@@ -136,7 +139,7 @@ def route_of(session: Session) -> Route:
 def _send_blocking(
     route: Route, query: Any, params: Any, timeout: Any, *args: Any, wire: Any = None, **kwargs: Any
 ) -> Any:
-    wire_query, wire_params = (wire, None) if wire is not None else route.outgoing(query, params)
+    wire_query, wire_params = route.outgoing(query, params, wire)
     if not route.record:
         return route.blocking_execute(wire_query, wire_params, timeout, *args, **kwargs)
     sink, location, started = recording.sink(), recording.caller(), time.perf_counter()
@@ -203,10 +206,7 @@ def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Fut
     """
     loop = asyncio.get_running_loop()
     route = route_of(statement.session)
-    if statement.wire is not None:
-        query, params = statement.wire, None
-    else:
-        query, params = route.outgoing(statement.query, statement.params)
+    query, params = route.outgoing(statement.query, statement.params, statement.wire)
     answer = _Answer(loop, statement)
     if route.record:
         answer.sink = recording.sink()
