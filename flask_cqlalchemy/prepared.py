@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -64,6 +65,17 @@ class PreparedCache:
             values.append(value)
         bound = bind_like(prepared, values, query)
         return (query, params) if bound is None else (bound, None)
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until no statement is being prepared in the background;
+        whether that happened within ``timeout`` seconds. For tests and
+        benchmarks that need the prepared path from a known point on."""
+        deadline = time.monotonic() + timeout
+        while self._preparing:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def lookup(self, text: str) -> tuple[PreparedStatement, list[str]] | None:
         """The prepared statement of ``text`` and its marker names in order,
