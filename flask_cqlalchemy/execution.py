@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,8 @@ from typing import Any
 from cassandra.cluster import _NOT_SET, ResultSet, Session
 from cassandra.cqlengine import connection as cqlengine_connection
 
-from . import recording
-from .prepared import PreparedCache
+from . import recording, schema_watch
+from .prepared import PreparedCache, StalePreparedStatement
 
 _captured: ContextVar[list[Statement] | None] = ContextVar("flask_cqlalchemy_captured", default=None)
 _ROUTE_ATTRIBUTE = "_flask_cqlalchemy_route"
@@ -64,12 +65,28 @@ class Statement:
 class Route:
     """How statements of one session go out."""
 
+    #: Every route of the process, for :func:`schema_changed`.
+    live: weakref.WeakSet[Route] = weakref.WeakSet()
+
     def __init__(self, session: Session, prepare: bool, record: bool) -> None:
-        self.blocking_execute: Callable[..., Any] = session.execute
+        self.session = session
         self.prepared = PreparedCache(session) if prepare else None
         self.record = record
         #: Compiled plans of this session (see :mod:`.compiled`), by shape.
         self.plans: dict[Any, Any] = {}
+        Route.live.add(self)
+
+    def invalidate(self) -> None:
+        """Forget every prepared statement and plan: the schema changed."""
+        if self.prepared is not None:
+            self.prepared.invalidate()
+        self.plans.clear()
+
+    def blocking_execute(self, *args: Any, **kwargs: Any) -> Any:
+        """The session class's own ``execute``, looked up at each call: a
+        class-level patch made after connect (instrumentation, APM agents,
+        ``mock.patch.object(Session, "execute")``) sees every statement."""
+        return type(self.session).execute(self.session, *args, **kwargs)
 
     def outgoing(self, query: Any, params: Any, wire: Any = None) -> tuple[Any, Any]:
         """The statement as it goes on the wire: ``wire`` when already bound,
@@ -120,6 +137,9 @@ def route_session(session: Session, *, prepare: bool = True, record: bool = Fals
         return
     route = Route(session, prepare, record)
     setattr(session, _ROUTE_ATTRIBUTE, route)
+    if prepare:
+        schema_watch.guard_repreparing()
+        schema_watch.on_schema_change(session.cluster, route.invalidate)
 
     def execute(query: Any, parameters: Any = None, timeout: Any = _NOT_SET, *args: Any, **kwargs: Any) -> Any:
         statements = _captured.get()
@@ -129,6 +149,13 @@ def route_session(session: Session, *, prepare: bool = True, record: bool = Fals
         return _send_blocking(route, query, parameters, timeout, *args, **kwargs)
 
     session.execute = execute  # type: ignore[method-assign]
+
+
+def schema_changed() -> None:
+    """This process changed the schema: no prepared statement or plan made
+    before may be used again (see :mod:`.schema_watch`)."""
+    for route in list(Route.live):
+        route.invalidate()
 
 
 def route_of(session: Session) -> Route:
@@ -141,11 +168,11 @@ def _send_blocking(
 ) -> Any:
     wire_query, wire_params = route.outgoing(query, params, wire)
     if not route.record:
-        return route.blocking_execute(wire_query, wire_params, timeout, *args, **kwargs)
+        return _execute_current(route, query, params, wire_query, wire_params, timeout, *args, **kwargs)
     sink, location, started = recording.sink(), recording.caller(), time.perf_counter()
     error = None
     try:
-        return route.blocking_execute(wire_query, wire_params, timeout, *args, **kwargs)
+        return _execute_current(route, query, params, wire_query, wire_params, timeout, *args, **kwargs)
     except Exception as exc:
         error = repr(exc)
         raise
@@ -154,6 +181,18 @@ def _send_blocking(
             sink.append(
                 recording.RecordedQuery(_text(query), params, time.perf_counter() - started, location, "sync", error)
             )
+
+
+def _execute_current(
+    route: Route, query: Any, params: Any, wire_query: Any, wire_params: Any, timeout: Any, *args: Any, **kwargs: Any
+) -> Any:
+    """Send the wire statement; if the node no longer knows its prepared
+    statement (the schema changed), cqlengine's own statement, unprepared."""
+    try:
+        return route.blocking_execute(wire_query, wire_params, timeout, *args, **kwargs)
+    except StalePreparedStatement:
+        route.invalidate()
+        return route.blocking_execute(query, params, timeout, *args, **kwargs)
 
 
 def _text(query: Any) -> str:
@@ -207,7 +246,7 @@ def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Fut
     loop = asyncio.get_running_loop()
     route = route_of(statement.session)
     query, params = route.outgoing(statement.query, statement.params, statement.wire)
-    answer = _Answer(loop, statement)
+    answer = _Answer(loop, statement, route, paging_state)
     if route.record:
         answer.sink = recording.sink()
         if answer.sink is not None:
@@ -222,12 +261,16 @@ def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Fut
 class _Answer:
     """Hands the driver's answer to one request to the loop awaiting it."""
 
-    __slots__ = ("loop", "future", "statement", "response", "sink", "location", "started")
+    __slots__ = ("loop", "future", "statement", "route", "paging_state", "response", "sink", "location", "started")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, statement: Statement) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, statement: Statement, route: Route, paging_state: bytes | None
+    ) -> None:
         self.loop = loop
         self.future: asyncio.Future[ResultSet] = loop.create_future()
         self.statement = statement
+        self.route = route
+        self.paging_state = paging_state
         self.response: Any = None
         self.sink: list[recording.RecordedQuery] | None = None
         self.location = ""
@@ -245,10 +288,27 @@ class _Answer:
             pass
 
     def failed(self, error: BaseException) -> None:
+        if isinstance(error, StalePreparedStatement):
+            self._resend_unprepared()
+            return
         try:
             self.loop.call_soon_threadsafe(self._settle, None, error)
         except RuntimeError:
             pass
+
+    def _resend_unprepared(self) -> None:
+        """The node no longer knows the prepared statement (the schema
+        changed): send cqlengine's statement as it built it, unprepared."""
+        try:
+            self.route.invalidate()
+            statement = self.statement
+            response = statement.session.execute_async(
+                statement.query, statement.params, timeout=statement.timeout, paging_state=self.paging_state
+            )
+            self.response = response
+            response.add_callbacks(self.ok, self.failed)
+        except Exception as exc:  # e.g. the session was shut down meanwhile
+            self.failed(exc)
 
     def _settle(self, rows: Any, error: BaseException | None) -> None:
         """On the loop's thread."""

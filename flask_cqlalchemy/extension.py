@@ -22,7 +22,7 @@ from cassandra.query import SimpleStatement
 from flask import Flask, jsonify
 from flask.globals import _cv_app
 
-from . import execution
+from . import cqlengine_defaults, execution
 from .cli import register_cli
 from .config import Settings, parse_consistency, read_binds, read_settings, validate_keyspace_name
 from .errors import ConfigError, NotInitializedError, SchemaError
@@ -180,9 +180,14 @@ os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
 @contextlib.contextmanager
-def _schema_consent() -> Iterator[None]:
-    """An explicit schema call is the user's consent to schema management,
-    so cqlengine's CQLENG_ALLOW_SCHEMA_MANAGEMENT warning is not raised for it."""
+def _schema_change() -> Iterator[None]:
+    """Around every schema call of this extension.
+
+    An explicit schema call is the user's consent to schema management, so
+    cqlengine's CQLENG_ALLOW_SCHEMA_MANAGEMENT warning is not raised for it.
+    Afterwards (even after a failure half-way) no statement prepared before
+    it is used again: its types may be gone.
+    """
     key = management.CQLENG_ALLOW_SCHEMA_MANAGEMENT
     previous = os.environ.get(key)
     os.environ[key] = "1"
@@ -191,6 +196,7 @@ def _schema_consent() -> Iterator[None]:
     finally:
         if previous is None:
             os.environ.pop(key, None)
+        execution.schema_changed()
 
 
 class CQLAlchemy:
@@ -237,13 +243,10 @@ class CQLAlchemy:
             for registered in [name, *(b.connection_name for b in binds.values())]:
                 cqlengine_connection.unregister_connection(registered)
             raise
-        if cqlengine_connection.DEFAULT_CONNECTION not in cqlengine_connection._connections:
-            # Plain cqlengine code in the same process keeps working, as with
-            # the original extension's connection.setup().
-            cqlengine_connection.set_default_connection(name)
         state = AppState(self, app.name, settings, name, settings.keyspace, CursorCodec(secret), binds)
         app.extensions[EXTENSION_KEY] = state
         self._states.append(state)
+        cqlengine_defaults.adopt(state)
         if app.config.get("CASSANDRA_ERROR_HANDLERS", True):
             _register_error_handlers(app)
         app.shell_context_processor(self._shell_context)
@@ -296,6 +299,7 @@ class CQLAlchemy:
                 cqlengine_connection.unregister_connection(name)
                 log.debug("shut down %s", name)
             self._states.remove(state)
+            cqlengine_defaults.release(state)
         if app is not None:
             app.extensions.pop(EXTENSION_KEY, None)
 
@@ -327,7 +331,7 @@ class CQLAlchemy:
             self._require_keyspaces(
                 {m._get_keyspace() for m in models if m._get_connection() == bind.connection_name}, bind.connection_name
             )
-        with _schema_consent():
+        with _schema_change():
             for user_type in self.user_types:
                 management.sync_type(state.keyspace, user_type, connection=state.connection_name)
             for model in models:
@@ -337,19 +341,19 @@ class CQLAlchemy:
     def sync_table(self, model: Any) -> None:
         """Create or alter the table of one model."""
         self._require_keyspaces({model._get_keyspace()}, model._get_connection())
-        with _schema_consent():
+        with _schema_change():
             management.sync_table(model)
 
     def sync_type(self, type_model: type[UserType], keyspace: str | None = None) -> None:
         """Create or alter one user-defined type (in the app's keyspace by default)."""
         state = self.state()
         keyspace = validate_keyspace_name(keyspace or state.keyspace)
-        with _schema_consent():
+        with _schema_change():
             management.sync_type(keyspace, type_model, connection=state.connection_name)
 
     def drop_table(self, model: Any) -> None:
         """Drop the table of one model."""
-        with _schema_consent():
+        with _schema_change():
             management.drop_table(model)
 
     def truncate(self, *models: Any) -> None:
@@ -363,7 +367,7 @@ class CQLAlchemy:
         if isinstance(replication_factor, bool) or not isinstance(replication_factor, int) or replication_factor < 1:
             raise SchemaError(f"replication_factor must be a whole number of at least 1, got {replication_factor!r}")
         self._refresh_schema()
-        with _schema_consent():
+        with _schema_change():
             management.create_keyspace_simple(
                 name, replication_factor, durable_writes, connections=[self.state().connection_name]
             )
@@ -374,7 +378,7 @@ class CQLAlchemy:
         """Create keyspace ``name`` with NetworkTopologyStrategy, unless it exists."""
         validate_keyspace_name(name)
         self._refresh_schema()
-        with _schema_consent():
+        with _schema_change():
             management.create_keyspace_network_topology(
                 name, dc_replication_map, durable_writes, connections=[self.state().connection_name]
             )
@@ -383,7 +387,7 @@ class CQLAlchemy:
         """Drop keyspace ``name`` and everything in it, if it exists."""
         validate_keyspace_name(name)
         self._refresh_schema()
-        with _schema_consent():
+        with _schema_change():
             management.drop_keyspace(name, connections=[self.state().connection_name])
 
     def set_keyspace(self, name: str | None = None) -> None:
@@ -391,6 +395,7 @@ class CQLAlchemy:
         ``__keyspace__``; with no name, go back to ``CASSANDRA_KEYSPACE``."""
         state = self.state()
         state.keyspace = state.settings.keyspace if name is None else validate_keyspace_name(name)
+        cqlengine_defaults.keyspace_changed(state)
         log.debug("app %s now uses keyspace %s", state.app_name, state.keyspace)
 
     def _refresh_schema(self, cluster: Cluster | None = None) -> None:

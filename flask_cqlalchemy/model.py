@@ -107,7 +107,13 @@ class ModelMixin:
         return cls.__connection__ or cls.__cqlalchemy__.state().bind(cls.__bind__).connection_name  # type: ignore[attr-defined]
 
     def _inst_get_connection(self) -> str:
-        return self._connection or self._class_get_connection()  # type: ignore[attr-defined]
+        # cqlengine's order: the instance's using(connection=...), then a
+        # __connection__ set on the instance or its class, then the app's.
+        return (
+            self._connection  # type: ignore[attr-defined]
+            or self.__connection__  # type: ignore[attr-defined]
+            or self.__cqlalchemy__.state().bind(self.__bind__).connection_name
+        )
 
     _get_connection = hybrid_classmethod(_class_get_connection, _inst_get_connection)
 

@@ -11,19 +11,39 @@ and paging state travel with the request as before.
 Preparing takes a round trip, so a statement text is first sent unprepared
 while the driver's own thread pool prepares it in the background; from then
 on it goes prepared. Nothing waits for a prepare, on a loop or elsewhere.
-Anything this cannot reproduce exactly (literal ``%``, ``IN`` lists quoted by
-cqlengine, a value the prepared metadata refuses) goes unprepared.
+
+What goes prepared must store and match exactly what cqlengine's unprepared
+statement would. So a statement stays unprepared when a prepared one could
+differ:
+
+* literal ``%`` in the text, ``IN`` lists cqlengine quotes itself, a value
+  the prepared metadata refuses (the node then answers as it always did);
+* a bound column whose type holds a set or a map *inside* another value (a
+  UDT, a tuple, a collection): the node sorts a set or map literal, and a
+  top-level bound set or map, but keeps one nested in a bound value in the
+  order it was sent, and compares frozen values byte by byte;
+* single-precision ``float`` values that lie exactly half-way between two
+  floats are rounded the way the node rounds cqlengine's decimal literal,
+  and NaN is sent as the node's one NaN (see :func:`_float_for_node`).
+
+A prepared statement is valid for one version of the schema of its table
+and types: see :meth:`PreparedCache.invalidate` and :mod:`.schema_watch`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
+import struct
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
+from cassandra import DriverException, cqltypes
 from cassandra.cluster import Session
 from cassandra.cqlengine.statements import ValueQuoter
 from cassandra.query import BoundStatement, PreparedStatement, SimpleStatement
@@ -32,6 +52,22 @@ log = logging.getLogger("flask_cqlalchemy")
 
 _NAMED_MARKER = re.compile(r"%\((\w+)\)s")
 _UNSUITABLE = object()
+
+
+class CqlengineBound(BoundStatement):  # type: ignore[misc]
+    """A statement cqlengine built, bound into its prepared statement here.
+
+    The driver answers a node's "unprepared" by preparing the text again and
+    re-sending the values it already encoded with the old statement's types.
+    For these statements :mod:`.schema_watch` makes that answer an error
+    (:class:`StalePreparedStatement`) instead, so that cqlengine's own
+    statement is sent, unprepared, and nothing is stored with stale types.
+    """
+
+
+class StalePreparedStatement(DriverException):  # type: ignore[misc]
+    """The node no longer knows a statement prepared here (its table or one
+    of its types changed since): send cqlengine's statement unprepared."""
 
 
 class PreparedCache:
@@ -44,6 +80,9 @@ class PreparedCache:
         self._entries: OrderedDict[str, Any] = OrderedDict()
         self._preparing: set[str] = set()
         self._lock = threading.Lock()
+        #: Bumped by :meth:`invalidate`: a prepare that started before it is
+        #: not kept (it may have been prepared against the old schema).
+        self._generation = 0
 
     def __len__(self) -> int:
         return sum(1 for entry in self._entries.values() if entry is not _UNSUITABLE)
@@ -65,6 +104,14 @@ class PreparedCache:
             values.append(value)
         bound = bind_like(prepared, values, query)
         return (query, params) if bound is None else (bound, None)
+
+    def invalidate(self) -> None:
+        """Forget every prepared statement: the schema changed (our DDL, a
+        schema-change event from the node, or a node that no longer knows
+        one of them). Each text is prepared again at its next use."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
 
     def settle(self, timeout: float = 10.0) -> bool:
         """Wait until no statement is being prepared in the background;
@@ -94,28 +141,32 @@ class PreparedCache:
             if text in self._preparing or text in self._entries:
                 return
             self._preparing.add(text)
+            generation = self._generation
         try:
-            self._session.submit(self._prepare, text)
+            self._session.submit(self._prepare, text, generation)
         except Exception:  # session shutting down: stay unprepared
             with self._lock:
                 self._preparing.discard(text)
 
-    def _prepare(self, text: str) -> None:
+    def _prepare(self, text: str, generation: int) -> None:
         names = _NAMED_MARKER.findall(text)
         positional = _NAMED_MARKER.sub("?", text)
         entry: Any = _UNSUITABLE
         if names and "%" not in positional:
             try:
                 prepared: PreparedStatement = self._session.prepare(positional)
-                entry = (prepared, names)
             except Exception as exc:
                 # Most often a table that does not exist yet: try again on a later use.
                 log.debug("could not prepare %r: %s", text, exc)
                 with self._lock:
                     self._preparing.discard(text)
                 return
+            if _binds_exactly(prepared):
+                entry = (prepared, names)
         with self._lock:
             self._preparing.discard(text)
+            if generation != self._generation:
+                return  # the schema changed meanwhile: prepare again at the next use
             self._entries[text] = entry
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
@@ -125,8 +176,13 @@ def bind_like(prepared: PreparedStatement, values: list[Any], template: SimpleSt
     """``values`` bound into ``prepared``, with the options cqlengine gave
     ``template``; None when the node's types refuse a value (sent unprepared
     instead, the node then says so, as before)."""
+    adjust = _ADJUSTERS.get(prepared)
+    if adjust:
+        values = list(values)
+        for index, function in adjust:
+            values[index] = function(values[index])
     try:
-        bound = prepared.bind(values)
+        bound = CqlengineBound(prepared).bind(values)
     except Exception:
         return None
     bound.consistency_level = template.consistency_level
@@ -138,3 +194,129 @@ def bind_like(prepared: PreparedStatement, values: list[Any], template: SimpleSt
     # The routing key and keyspace come from the prepared metadata (the
     # partition key's bind positions), equal to what cqlengine computed.
     return bound
+
+
+# -- values as the node would store cqlengine's literal ----------------------------
+
+#: Per prepared statement: (bind position, value adjuster) for the columns
+#: whose values are sent differently from cqlengine's literal (floats).
+_ADJUSTERS: dict[PreparedStatement, list[tuple[int, Callable[[Any], Any]]]] = {}
+_ADJUSTERS_LOCK = threading.Lock()
+
+
+def _binds_exactly(prepared: PreparedStatement) -> bool:
+    """Whether binding into ``prepared`` can store exactly what cqlengine's
+    literal stores; records the float adjusters it needs."""
+    adjust = []
+    for index, column in enumerate(prepared.column_metadata or ()):
+        if _nested_unordered(column.type, top=True):
+            return False
+        function = _float_adjuster(column.type)
+        if function is not None:
+            adjust.append((index, function))
+    if adjust:
+        with _ADJUSTERS_LOCK:
+            if len(_ADJUSTERS) > 4096:  # prepared statements of long-gone sessions
+                _ADJUSTERS.clear()
+            _ADJUSTERS[prepared] = adjust
+    return True
+
+
+def _inner(cql_type: Any) -> tuple[Any, ...]:
+    return tuple(getattr(cql_type, "subtypes", ()) or ())
+
+
+def _nested_unordered(cql_type: Any, top: bool) -> bool:
+    """Whether a set or map lies anywhere below the top of ``cql_type``."""
+    if issubclass(cql_type, (cqltypes.FrozenType, cqltypes.ReversedType)):
+        return any(_nested_unordered(inner, top) for inner in _inner(cql_type))
+    if not top and issubclass(cql_type, (cqltypes.SetType, cqltypes.MapType)):
+        return True
+    return any(_nested_unordered(inner, False) for inner in _inner(cql_type))
+
+
+def _float_adjuster(cql_type: Any) -> Callable[[Any], Any] | None:
+    """A function putting every float of a value of ``cql_type`` the way
+    the node reads cqlengine's literal of it, or None if none is needed."""
+    if issubclass(cql_type, cqltypes.FloatType):
+        return _float_for_node
+    if issubclass(cql_type, cqltypes.DoubleType):
+        return _double_for_node
+    inner = _inner(cql_type)
+    if not inner:
+        return None
+    adjusters = [_float_adjuster(t) for t in inner]
+    if not any(adjusters):
+        return None
+    if issubclass(cql_type, (cqltypes.FrozenType, cqltypes.ReversedType)):
+        return adjusters[0]
+    if issubclass(cql_type, (cqltypes.ListType, cqltypes.SetType)) and adjusters[0] is not None:
+        element = adjusters[0]
+        return lambda value: value if value is None else type(value)(element(v) for v in value)
+    if issubclass(cql_type, cqltypes.MapType):
+        key = adjusters[0] or _same
+        item = adjusters[1] or _same
+        return lambda value: value if value is None else {key(k): item(v) for k, v in value.items()}
+    # Tuples and UDTs have no set or map inside here (see _nested_unordered),
+    # but may hold floats: left as cqlengine gives them, bound by the driver.
+    return None
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_FLOAT = struct.Struct(">f")
+
+
+def _float_for_node(value: Any) -> Any:
+    """A single-precision value as the node stores cqlengine's literal of it.
+
+    cqlengine writes a float as ``repr(value)`` and the node parses that
+    decimal text straight to single precision; the driver rounds the double
+    instead. The two differ only for a double exactly half-way between two
+    floats, where the decimal text lies a little to one side. Also NaN: the
+    node's literal NaN is one bit pattern, a Python NaN may carry a sign.
+    """
+    if type(value) is not float:
+        return value
+    if value != value:
+        return math.nan
+    mantissa, _ = math.frexp(value)
+    scaled = mantissa * 33554432.0  # 2**25: a half-way double has at most 25 significant bits
+    if scaled != int(scaled) or math.isinf(value):
+        return value  # nearly every value: not half-way, both round alike
+    try:
+        rounded = _FLOAT.unpack(_FLOAT.pack(value))[0]
+    except OverflowError:
+        return value  # out of range: the driver refuses it, it goes unprepared
+    if rounded == value:
+        return value
+    # The other float next to the value: one unit past ``rounded``, towards it.
+    toward = math.inf if value > rounded else -math.inf
+    other = _FLOAT.unpack(_FLOAT.pack(math.nextafter(rounded, toward)))[0]
+    if other == rounded:  # nextafter stayed within this float: step by its bits
+        other = _next_float(rounded, toward)
+    if (rounded + other) / 2 != value:
+        return value
+    text, exact = Decimal(repr(value)), Decimal(value)
+    if text == exact:
+        return value  # a true tie: to even, both ways
+    # The node rounds the decimal text, which lies a little to one side.
+    return other if (text > exact) == (other > rounded) else rounded
+
+
+def _next_float(value: float, toward: float) -> float:
+    """The single-precision neighbour of ``value`` (itself single) towards ``toward``."""
+    (bits,) = struct.unpack(">i", _FLOAT.pack(value))
+    step = 1 if (toward > value) == (value >= 0 and bits >= 0) else -1
+    if value == 0:
+        return _FLOAT.unpack(struct.pack(">i", 1 if toward > 0 else -(2**31) + 1))[0]  # type: ignore[no-any-return]
+    return _FLOAT.unpack(struct.pack(">i", bits + step))[0]  # type: ignore[no-any-return]
+
+
+def _double_for_node(value: Any) -> Any:
+    """A double as the node stores cqlengine's literal of it (NaN unsigned)."""
+    if type(value) is float and value != value:
+        return math.nan
+    return value
