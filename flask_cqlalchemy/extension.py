@@ -345,9 +345,11 @@ class CQLAlchemy:
             management.sync_table(model)
 
     def sync_type(self, type_model: type[UserType], keyspace: str | None = None) -> None:
-        """Create or alter one user-defined type (in the app's keyspace by default)."""
+        """Create or alter one user-defined type (in the app's keyspace by default).
+        Raises :class:`~flask_cqlalchemy.errors.SchemaError` when the keyspace does not exist."""
         state = self.state()
         keyspace = validate_keyspace_name(keyspace or state.keyspace)
+        self._require_keyspaces({keyspace}, state.connection_name)
         with _schema_change():
             management.sync_type(keyspace, type_model, connection=state.connection_name)
 

@@ -177,11 +177,11 @@ def bind_like(prepared: PreparedStatement, values: list[Any], template: SimpleSt
     ``template``; None when the node's types refuse a value (sent unprepared
     instead, the node then says so, as before)."""
     adjust = _ADJUSTERS.get(prepared)
-    if adjust:
-        values = list(values)
-        for index, function in adjust:
-            values[index] = function(values[index])
     try:
+        if adjust:
+            values = list(values)
+            for index, function in adjust:
+                values[index] = function(values[index])
         bound = CqlengineBound(prepared).bind(values)
     except Exception:
         return None
@@ -257,9 +257,19 @@ def _float_adjuster(cql_type: Any) -> Callable[[Any], Any] | None:
         key = adjusters[0] or _same
         item = adjusters[1] or _same
         return lambda value: value if value is None else {key(k): item(v) for k, v in value.items()}
-    # Tuples and UDTs have no set or map inside here (see _nested_unordered),
-    # but may hold floats: left as cqlengine gives them, bound by the driver.
+    if issubclass(cql_type, cqltypes.TupleType):  # UDTs too
+        names = getattr(cql_type, "fieldnames", None) or [None] * len(inner)
+        fields = [(i, name, adjusters[i] or _same) for i, name in enumerate(names)]
+        return lambda value: value if value is None else tuple(f(_field(value, i, n)) for i, n, f in fields)
     return None
+
+
+def _field(value: Any, index: int, name: str | None) -> Any:
+    """A tuple's or UDT's field, found as the driver finds it when binding."""
+    try:
+        return value[index]
+    except TypeError:
+        return getattr(value, name, None) if name is not None else None
 
 
 def _same(value: Any) -> Any:

@@ -402,3 +402,47 @@ def _other_live_states() -> list:
     from flask_cqlalchemy import cqlengine_defaults
 
     return list(cqlengine_defaults._defaults)
+
+
+class Reading(UserType):
+    __type_name__ = "reading"
+    value = columns.Float()
+    label = columns.Text()
+
+
+class PlainReading(UserType):
+    __type_name__ = "reading"
+    value = columns.Float()
+    label = columns.Text()
+
+
+def test_single_precision_floats_inside_tuples_and_user_types(raw):
+    halfway = 1 + 2**-24
+
+    def fields(udt: type) -> dict:
+        return {
+            "pk": columns.Integer(primary_key=True),
+            "r": columns.UserDefinedType(udt),
+            "t": columns.Tuple(columns.Float(), columns.Text()),
+            "m": columns.Map(columns.Float(), columns.Float()),
+        }
+
+    Plain = plain_model("PlainReadings", fields(PlainReading), "readings")
+    sync_plain(PlainReading, Plain)
+    with app.app_context():
+        Ours = our_model("Readings", fields(Reading), "readings")
+        db.sync_type(Reading)
+        db.sync_table(Ours)
+        for pk in range(4):  # the later ones go prepared and through plans
+            value = halfway if pk % 2 else -halfway
+            Ours.create(pk=pk, r=Reading(value=value, label="x"), t=(value, "y"), m={value: value})
+            Plain.create(pk=pk, r=PlainReading(value=value, label="x"), t=(value, "y"), m={value: value})
+            settle()
+
+    def stored(keyspace: str) -> list:
+        query = f"SELECT pk, toJson(r) AS r, toJson(t) AS t, toJson(m) AS m FROM {keyspace}.readings"
+        return sorted(raw.execute(query).all(), key=lambda r: r["pk"])
+
+    ours = stored(OURS)
+    assert ours == stored(PLAIN)
+    assert "1.0000001" in ours[1]["r"]  # the node's rounding of the literal, not 1.0
