@@ -76,11 +76,17 @@ class Route:
         self.plans: dict[Any, Any] = {}
         Route.live.add(self)
 
-    def invalidate(self) -> None:
-        """Forget every prepared statement and plan: the schema changed."""
+    def invalidate(self, keyspace: str | None = None) -> None:
+        """Forget the prepared statements and plans of ``keyspace`` (default:
+        all): its schema changed."""
         if self.prepared is not None:
-            self.prepared.invalidate()
-        self.plans.clear()
+            self.prepared.invalidate(keyspace)
+        if keyspace is None:
+            self.plans.clear()
+            return
+        # A plan's key names its keyspace (see compiled.plan_key).
+        for key in [key for key in self.plans if key[2] == keyspace]:
+            self.plans.pop(key, None)
 
     def blocking_execute(self, *args: Any, **kwargs: Any) -> Any:
         """The session class's own ``execute``, looked up at each call: a

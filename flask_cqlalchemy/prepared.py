@@ -105,13 +105,19 @@ class PreparedCache:
         bound = bind_like(prepared, values, query)
         return (query, params) if bound is None else (bound, None)
 
-    def invalidate(self) -> None:
-        """Forget every prepared statement: the schema changed (our DDL, a
-        schema-change event from the node, or a node that no longer knows
-        one of them). Each text is prepared again at its next use."""
+    def invalidate(self, keyspace: str | None = None) -> None:
+        """Forget the prepared statements of ``keyspace`` (default: all): its
+        schema changed (our DDL, a schema-change event from the node, or a
+        node that no longer knows a statement). Each text is prepared again
+        at its next use."""
         with self._lock:
             self._generation += 1
-            self._entries.clear()
+            if keyspace is None:
+                self._entries.clear()
+                return
+            for text, entry in list(self._entries.items()):
+                if entry is _UNSUITABLE or entry[0].keyspace in (keyspace, None):
+                    del self._entries[text]
 
     def settle(self, timeout: float = 10.0) -> bool:
         """Wait until no statement is being prepared in the background;

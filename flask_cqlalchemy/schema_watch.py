@@ -61,9 +61,9 @@ def guard_repreparing() -> None:
         ResponseFuture._reprepare = _reprepare
 
 
-def on_schema_change(cluster: Cluster, callback: Callable[[], None]) -> None:
-    """Call ``callback`` (without arguments, on the driver's I/O thread) for
-    every schema-change event the node pushes to ``cluster``.
+def on_schema_change(cluster: Cluster, callback: Callable[[str | None], None]) -> None:
+    """Call ``callback`` with the keyspace changed (on the driver's I/O
+    thread) for every schema-change event the node pushes to ``cluster``.
 
     The control connection relays events to its ``_handle_schema_change``
     looked up by name at each event (and after every reconnect), so an
@@ -72,7 +72,7 @@ def on_schema_change(cluster: Cluster, callback: Callable[[], None]) -> None:
     """
     control = cluster.control_connection
     relay = control._handle_schema_change
-    target: Callable[[], Callable[[], None] | None]
+    target: Callable[[], Callable[[str | None], None] | None]
     if hasattr(callback, "__self__"):
         target = weakref.WeakMethod(callback)  # type: ignore[arg-type]
     else:
@@ -82,7 +82,7 @@ def on_schema_change(cluster: Cluster, callback: Callable[[], None]) -> None:
         function = target()
         if function is not None:
             try:
-                function()
+                function(event.get("keyspace") if isinstance(event, dict) else None)
             except Exception:  # never break the driver's own handling
                 log.exception("invalidating prepared statements after %s failed", event)
         return relay(event)
