@@ -147,12 +147,15 @@ def route_session(session: Session, *, prepare: bool = True, record: bool = Fals
         schema_watch.guard_repreparing()
         schema_watch.on_schema_change(session.cluster, route.invalidate)
 
-    def execute(query: Any, parameters: Any = None, timeout: Any = _NOT_SET, *args: Any, **kwargs: Any) -> Any:
+    # The rest of the call (timeout and the driver's other options) is passed
+    # on exactly as the caller gave it, positional or by keyword.
+    def execute(query: Any, parameters: Any = None, *args: Any, **kwargs: Any) -> Any:
         statements = _captured.get()
         if statements is not None:
+            timeout = kwargs.get("timeout", args[0] if args else _NOT_SET)
             statements.append(Statement(session, query, parameters, timeout))
             return _NotSent()
-        return _send_blocking(route, query, parameters, timeout, *args, **kwargs)
+        return _send_blocking(route, query, parameters, *args, **kwargs)
 
     session.execute = execute  # type: ignore[method-assign]
 
@@ -169,16 +172,14 @@ def route_of(session: Session) -> Route:
     return getattr(session, _ROUTE_ATTRIBUTE)  # type: ignore[no-any-return]
 
 
-def _send_blocking(
-    route: Route, query: Any, params: Any, timeout: Any, *args: Any, wire: Any = None, **kwargs: Any
-) -> Any:
+def _send_blocking(route: Route, query: Any, params: Any, *args: Any, wire: Any = None, **kwargs: Any) -> Any:
     wire_query, wire_params = route.outgoing(query, params, wire)
     if not route.record:
-        return _execute_current(route, query, params, wire_query, wire_params, timeout, *args, **kwargs)
+        return _execute_current(route, query, params, wire_query, wire_params, *args, **kwargs)
     sink, location, started = recording.sink(), recording.caller(), time.perf_counter()
     error = None
     try:
-        return _execute_current(route, query, params, wire_query, wire_params, timeout, *args, **kwargs)
+        return _execute_current(route, query, params, wire_query, wire_params, *args, **kwargs)
     except Exception as exc:
         error = repr(exc)
         raise
@@ -190,15 +191,15 @@ def _send_blocking(
 
 
 def _execute_current(
-    route: Route, query: Any, params: Any, wire_query: Any, wire_params: Any, timeout: Any, *args: Any, **kwargs: Any
+    route: Route, query: Any, params: Any, wire_query: Any, wire_params: Any, *args: Any, **kwargs: Any
 ) -> Any:
     """Send the wire statement; if the node no longer knows its prepared
     statement (the schema changed), cqlengine's own statement, unprepared."""
     try:
-        return route.blocking_execute(wire_query, wire_params, timeout, *args, **kwargs)
+        return route.blocking_execute(wire_query, wire_params, *args, **kwargs)
     except StalePreparedStatement:
         route.invalidate()
-        return route.blocking_execute(query, params, timeout, *args, **kwargs)
+        return route.blocking_execute(query, params, *args, **kwargs)
 
 
 def _text(query: Any) -> str:
@@ -237,7 +238,7 @@ def send_sync(statement: Statement, paging_state: bytes | None = None) -> Result
         route_of(statement.session),
         statement.query,
         statement.params,
-        statement.timeout,
+        timeout=statement.timeout,
         wire=statement.wire,
         paging_state=paging_state,
     )

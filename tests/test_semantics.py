@@ -446,3 +446,20 @@ def test_single_precision_floats_inside_tuples_and_user_types(raw):
     ours = stored(OURS)
     assert ours == stored(PLAIN)
     assert "1.0000001" in ours[1]["r"]  # the node's rounding of the literal, not 1.0
+
+
+def test_session_execute_is_called_as_cqlengine_calls_it(raw):
+    """cqlengine passes the timeout by keyword; a patch of ``Session.execute``
+    (the driver's own tests do this) sees the same call through the extension."""
+
+    class Timed(db.Model):
+        pk = columns.Integer(primary_key=True)
+
+    with app.app_context():
+        db.sync_table(Timed)
+        Timed.create(pk=1)
+        settle()
+        with mock.patch.object(Session, "execute", autospec=True, side_effect=Session.execute) as spy:
+            Timed.objects.timeout(2.5).get(pk=1)
+            list(Timed.objects.all())
+    assert [call.kwargs["timeout"] for call in spy.call_args_list] == [2.5, cqlengine_connection.NOT_SET]
