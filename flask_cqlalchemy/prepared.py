@@ -22,9 +22,12 @@ differ:
   UDT, a tuple, a collection): the node sorts a set or map literal, and a
   top-level bound set or map, but keeps one nested in a bound value in the
   order it was sent, and compares frozen values byte by byte;
-* single-precision ``float`` values that lie exactly half-way between two
-  floats are rounded the way the node rounds cqlengine's decimal literal,
-  and NaN is sent as the node's one NaN (see :func:`_float_for_node`).
+* values the driver binds otherwise than the node reads cqlengine's literal
+  of them are put in the literal's form first, at any depth: single-precision
+  floats half-way between two floats (:func:`_float_for_node`), NaN,
+  decimals (the driver's literal goes through ``float``:
+  :func:`_decimal_for_node`) and IPv4-mapped IPv6 addresses
+  (:func:`_inet_for_node`).
 
 A prepared statement is valid for one version of the schema of its table
 and types: see :meth:`PreparedCache.invalidate` and :mod:`.schema_watch`.
@@ -32,6 +35,7 @@ and types: see :meth:`PreparedCache.invalidate` and :mod:`.schema_watch`.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
@@ -205,19 +209,19 @@ def bind_like(prepared: PreparedStatement, values: list[Any], template: SimpleSt
 # -- values as the node would store cqlengine's literal ----------------------------
 
 #: Per prepared statement: (bind position, value adjuster) for the columns
-#: whose values are sent differently from cqlengine's literal (floats).
+#: whose values the driver binds differently from cqlengine's literal.
 _ADJUSTERS: dict[PreparedStatement, list[tuple[int, Callable[[Any], Any]]]] = {}
 _ADJUSTERS_LOCK = threading.Lock()
 
 
 def _binds_exactly(prepared: PreparedStatement) -> bool:
     """Whether binding into ``prepared`` can store exactly what cqlengine's
-    literal stores; records the float adjusters it needs."""
+    literal stores; records the value adjusters it needs."""
     adjust = []
     for index, column in enumerate(prepared.column_metadata or ()):
         if _nested_unordered(column.type, top=True):
             return False
-        function = _float_adjuster(column.type)
+        function = _value_adjuster(column.type)
         if function is not None:
             adjust.append((index, function))
     if adjust:
@@ -241,17 +245,17 @@ def _nested_unordered(cql_type: Any, top: bool) -> bool:
     return any(_nested_unordered(inner, False) for inner in _inner(cql_type))
 
 
-def _float_adjuster(cql_type: Any) -> Callable[[Any], Any] | None:
-    """A function putting every float of a value of ``cql_type`` the way
-    the node reads cqlengine's literal of it, or None if none is needed."""
-    if issubclass(cql_type, cqltypes.FloatType):
-        return _float_for_node
-    if issubclass(cql_type, cqltypes.DoubleType):
-        return _double_for_node
+def _value_adjuster(cql_type: Any) -> Callable[[Any], Any] | None:
+    """A function putting every value of ``cql_type`` (at any depth) in the
+    form the node stores cqlengine's literal of it, or None if the driver's
+    binding already stores exactly that."""
+    for leaf_type, function in _LEAVES:
+        if issubclass(cql_type, leaf_type):
+            return function
     inner = _inner(cql_type)
     if not inner:
         return None
-    adjusters = [_float_adjuster(t) for t in inner]
+    adjusters = [_value_adjuster(t) for t in inner]
     if not any(adjusters):
         return None
     if issubclass(cql_type, (cqltypes.FrozenType, cqltypes.ReversedType)):
@@ -336,3 +340,40 @@ def _double_for_node(value: Any) -> Any:
     if type(value) is float and value != value:
         return math.nan
     return value
+
+
+def _decimal_for_node(value: Any) -> Any:
+    """A decimal as the node stores cqlengine's literal of it.
+
+    The driver writes a ``Decimal`` literal through ``float`` (its encoder's
+    ``cql_encode_decimal``), so cqlengine stores ``Decimal("1.50")`` as 1.5 and
+    keeps only a double's digits. Rows written by cqlengine must be found by
+    the same key, so the prepared path stores what that literal stores.
+    """
+    if type(value) is not Decimal:
+        return value
+    as_float = float(value)
+    if not math.isfinite(as_float):
+        raise ValueError("not a finite decimal literal")  # goes unprepared, the node refuses it
+    return Decimal(repr(as_float))
+
+
+def _inet_for_node(value: Any) -> Any:
+    """An address as the node stores cqlengine's literal of it: the node
+    reads an IPv4-mapped IPv6 address (``::ffff:1.2.3.4``) as the IPv4 one."""
+    if type(value) is not str or ":" not in value:
+        return value
+    try:
+        mapped = ipaddress.IPv6Address(value).ipv4_mapped
+    except ValueError:
+        return value
+    return value if mapped is None else str(mapped)
+
+
+#: The leaf types whose bound value is not what the node makes of cqlengine's literal.
+_LEAVES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (cqltypes.FloatType, _float_for_node),
+    (cqltypes.DoubleType, _double_for_node),
+    (cqltypes.DecimalType, _decimal_for_node),
+    (cqltypes.InetAddressType, _inet_for_node),
+)
