@@ -75,3 +75,16 @@ lint: $(LINT_INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check flask_cqlalchemy tests examples
 	$(VENV)/bin/mypy flask_cqlalchemy
+
+# make test-drivers   the whole suite once per supported cassandra-driver
+#                     release (3.29.3 and 3.30.1 by default), each in its own
+#                     virtualenv under .venv-drivers/ (git-ignored), against the
+#                     same local node as `make test`. One summary line per
+#                     version; fails if any version fails. CI runs `make test`
+#                     only. DRIVER_VERSIONS="..." picks other releases;
+#                     TEST_ARGS=... is passed to pytest.
+TEST_ARGS ?=
+
+.PHONY: test-drivers
+test-drivers: venv cassandra
+	scripts/test-drivers $(TEST_ARGS)
