@@ -29,7 +29,7 @@ from cassandra.cluster import _NOT_SET, ResultSet, Session
 from cassandra.cqlengine import connection as cqlengine_connection
 
 from . import recording, schema_watch
-from .prepared import PreparedCache, StalePreparedStatement
+from .prepared import PreparedCache, StalePreparedStatement, depends_on
 
 _captured: ContextVar[list[Statement] | None] = ContextVar("flask_cqlalchemy_captured", default=None)
 _ROUTE_ATTRIBUTE = "_flask_cqlalchemy_route"
@@ -76,17 +76,23 @@ class Route:
         self.plans: dict[Any, Any] = {}
         Route.live.add(self)
 
-    def invalidate(self, keyspace: str | None = None) -> None:
-        """Forget the prepared statements and plans of ``keyspace`` (default:
-        all): its schema changed."""
+    def invalidate(self, keyspace: str | None = None, table: str | None = None) -> None:
+        """Forget the prepared statements and plans of ``table`` in
+        ``keyspace``, of all of ``keyspace`` (no table), or all (neither):
+        that schema changed."""
         if self.prepared is not None:
-            self.prepared.invalidate(keyspace)
+            self.prepared.invalidate(keyspace, table)
         if keyspace is None:
             self.plans.clear()
             return
-        # A plan's key names its keyspace (see compiled.plan_key).
-        for key in [key for key in self.plans if key[2] == keyspace]:
-            self.plans.pop(key, None)
+        for key, plan in list(self.plans.items()):
+            # A plan's key names its keyspace (see compiled.plan_key); one not
+            # bound to a prepared statement yet will look up a fresh one.
+            prepared = getattr(plan, "prepared", None)
+            if (table is None and key[2] == keyspace) or (
+                prepared is not None and depends_on(prepared, keyspace, table)
+            ):
+                self.plans.pop(key, None)
 
     def blocking_execute(self, *args: Any, **kwargs: Any) -> Any:
         """The session class's own ``execute``, looked up at each call: a

@@ -42,7 +42,7 @@ import re
 import struct
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -84,9 +84,11 @@ class PreparedCache:
         self._entries: OrderedDict[str, Any] = OrderedDict()
         self._preparing: set[str] = set()
         self._lock = threading.Lock()
-        #: Bumped by :meth:`invalidate`: a prepare that started before it is
-        #: not kept (it may have been prepared against the old schema).
+        #: Bumped by :meth:`invalidate`, which also records what changed: a
+        #: prepare that started before a change it depends on is not kept (it
+        #: may have been prepared against the old schema).
         self._generation = 0
+        self._changes: deque[tuple[int, str | None, str | None]] = deque(maxlen=256)
 
     def __len__(self) -> int:
         return sum(1 for entry in self._entries.values() if entry is not _UNSUITABLE)
@@ -109,18 +111,20 @@ class PreparedCache:
         bound = bind_like(prepared, values, query)
         return (query, params) if bound is None else (bound, None)
 
-    def invalidate(self, keyspace: str | None = None) -> None:
-        """Forget the prepared statements of ``keyspace`` (default: all): its
-        schema changed (our DDL, a schema-change event from the node, or a
-        node that no longer knows a statement). Each text is prepared again
-        at its next use."""
+    def invalidate(self, keyspace: str | None = None, table: str | None = None) -> None:
+        """Forget the prepared statements of ``table`` in ``keyspace``, of
+        any table of ``keyspace`` (no table), or all (neither): that schema
+        changed (our DDL, a schema-change event from the node, or a node that
+        no longer knows a statement). Each text is prepared again at its
+        next use."""
         with self._lock:
             self._generation += 1
+            self._changes.append((self._generation, keyspace, table))
             if keyspace is None:
                 self._entries.clear()
                 return
             for text, entry in list(self._entries.items()):
-                if entry is _UNSUITABLE or entry[0].keyspace in (keyspace, None):
+                if entry is _UNSUITABLE or depends_on(entry[0], keyspace, table):
                     del self._entries[text]
 
     def settle(self, timeout: float = 10.0) -> bool:
@@ -162,9 +166,10 @@ class PreparedCache:
         names = _NAMED_MARKER.findall(text)
         positional = _NAMED_MARKER.sub("?", text)
         entry: Any = _UNSUITABLE
+        prepared: PreparedStatement | None = None
         if names and "%" not in positional:
             try:
-                prepared: PreparedStatement = self._session.prepare(positional)
+                prepared = self._session.prepare(positional)
             except Exception as exc:
                 # Most often a table that does not exist yet: try again on a later use.
                 log.debug("could not prepare %r: %s", text, exc)
@@ -175,11 +180,36 @@ class PreparedCache:
                 entry = (prepared, names)
         with self._lock:
             self._preparing.discard(text)
-            if generation != self._generation:
-                return  # the schema changed meanwhile: prepare again at the next use
+            if prepared is not None and self._changed_since(generation, prepared):
+                return  # its schema changed meanwhile: prepare again at the next use
             self._entries[text] = entry
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
+
+    def _changed_since(self, generation: int, prepared: PreparedStatement) -> bool:
+        """Whether a change recorded after ``generation`` may touch ``prepared`` (under the lock)."""
+        if generation == self._generation:
+            return False
+        if not self._changes or self._changes[0][0] > generation + 1:
+            return True  # more changes than remembered: assume the worst
+        return any(
+            keyspace is None or depends_on(prepared, keyspace, table)
+            for number, keyspace, table in self._changes
+            if number > generation
+        )
+
+
+def depends_on(prepared: PreparedStatement, keyspace: str, table: str | None) -> bool:
+    """Whether ``prepared`` was prepared against the schema of ``table`` in
+    ``keyspace`` (of any table of it when ``table`` is None)."""
+    # The bind markers' metadata names the table (the statement's own
+    # ``keyspace`` is the one given to prepare(), None here).
+    metadata = prepared.column_metadata
+    if not metadata:
+        return True  # nothing says where it belongs: forget it to be safe
+    if metadata[0].keyspace_name != keyspace:
+        return False
+    return table is None or metadata[0].table_name == table
 
 
 def bind_like(prepared: PreparedStatement, values: list[Any], template: SimpleStatement) -> BoundStatement | None:

@@ -61,9 +61,11 @@ def guard_repreparing() -> None:
         ResponseFuture._reprepare = _reprepare
 
 
-def on_schema_change(cluster: Cluster, callback: Callable[[str | None], None]) -> None:
-    """Call ``callback`` with the keyspace changed (on the driver's I/O
-    thread) for every schema-change event the node pushes to ``cluster``.
+def on_schema_change(cluster: Cluster, callback: Callable[[str | None, str | None], None]) -> None:
+    """Call ``callback(keyspace, table)`` (on the driver's I/O thread) for
+    every schema-change event the node pushes to ``cluster``: ``table`` is
+    the table changed, or None when the change may touch any table of the
+    keyspace (a user-defined type, a function, the keyspace itself).
 
     The control connection relays events to its ``_handle_schema_change``
     looked up by name at each event (and after every reconnect), so an
@@ -72,7 +74,7 @@ def on_schema_change(cluster: Cluster, callback: Callable[[str | None], None]) -
     """
     control = cluster.control_connection
     relay = control._handle_schema_change
-    target: Callable[[], Callable[[str | None], None] | None]
+    target: Callable[[], Callable[[str | None, str | None], None] | None]
     if hasattr(callback, "__self__"):
         target = weakref.WeakMethod(callback)  # type: ignore[arg-type]
     else:
@@ -82,9 +84,17 @@ def on_schema_change(cluster: Cluster, callback: Callable[[str | None], None]) -
         function = target()
         if function is not None:
             try:
-                function(event.get("keyspace") if isinstance(event, dict) else None)
+                function(*_changed(event))
             except Exception:  # never break the driver's own handling
                 log.exception("invalidating prepared statements after %s failed", event)
         return relay(event)
 
     control._handle_schema_change = handle_schema_change
+
+
+def _changed(event: Any) -> tuple[str | None, str | None]:
+    """``(keyspace, table)`` a schema-change event may have made stale."""
+    if not isinstance(event, dict):
+        return None, None
+    table = event.get("table") if event.get("target_type") == "TABLE" else None
+    return event.get("keyspace"), table

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from unittest import mock
 
 import pytest
@@ -463,3 +464,32 @@ def test_session_execute_is_called_as_cqlengine_calls_it(raw):
             Timed.objects.timeout(2.5).get(pk=1)
             list(Timed.objects.all())
     assert [call.kwargs["timeout"] for call in spy.call_args_list] == [2.5, cqlengine_connection.NOT_SET]
+
+
+def test_a_schema_change_elsewhere_keeps_the_plans_of_this_keyspace(raw):
+    """Schema events are scoped: DDL on another keyspace (or another table)
+    leaves this keyspace's prepared statements and plans in place, so the
+    fast path does not stall on every migration somewhere in the cluster."""
+
+    class Kept(db.Model):
+        pk = columns.Integer(primary_key=True)
+        v = columns.Text()
+
+    with app.app_context():
+        db.sync_table(Kept)
+        Kept.create(pk=1, v="a")
+        Kept.get(pk=1)
+        settle()
+        Kept.create(pk=2, v="b")
+        Kept.get(pk=2)
+        route = execution.route_of(db.session)
+        before = set(route.plans)
+        prepared_before = len(route.prepared)
+        raw.execute(f"CREATE TYPE IF NOT EXISTS {PLAIN}.elsewhere (x int)")  # a keyspace-wide event, other keyspace
+        raw.execute(f"CREATE TABLE IF NOT EXISTS {OURS}.other_table (pk int PRIMARY KEY)")  # another table here
+        time.sleep(0.5)  # the events' allowance
+        assert before <= set(route.plans)
+        assert len(route.prepared) >= prepared_before
+        raw.execute(f"ALTER TABLE {OURS}.kept ADD extra text")  # this table: forgotten
+        time.sleep(0.5)
+        assert not any(key[1] is Kept for key in route.plans)
