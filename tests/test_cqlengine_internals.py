@@ -145,9 +145,8 @@ cassandra.cluster
 cassandra.query
     BoundStatement.prepared_statement   instance attribute: the prepared statement of a bound one
     PreparedStatement.column_metadata   instance attribute: the bind markers' columns (name, type)
-    PreparedStatement.keyspace          instance attribute: a schema event forgets the statements of its keyspace
 cassandra.protocol
-    ColumnMetadata                      the namedtuple of each bind marker's column: .type is its cqltypes class
+    ColumnMetadata                      each bind marker's column: .type, .keyspace_name, .table_name (staleness)
 cassandra.cqltypes
     _CassandraType.subtypes             the parameter types of a parameterized type (empty otherwise)
     UserType.fieldnames                 field names of a UDT type class (make_udt_class)
@@ -440,7 +439,6 @@ INTERNALS = [
     Internal(f"{CL}:Cluster", "control_connection", attr(), "schema_watch"),
     Internal("cassandra.query:BoundStatement", "prepared_statement", inst(), "schema_watch"),
     Internal("cassandra.query:PreparedStatement", "column_metadata", inst(list), "prepared"),
-    Internal("cassandra.query:PreparedStatement", "keyspace", inst(), "prepared"),
     Internal("cassandra.protocol", "ColumnMetadata", klass(tuple), "prepared"),
     Internal(f"{CT}:_CassandraType", "subtypes", attr(tuple), "prepared"),
     Internal(f"{CT}:UserType", "fieldnames", inst(tuple), "prepared"),
@@ -961,7 +959,8 @@ def test_parameterized_types_expose_subtypes_and_fieldnames() -> None:
     assert cqltypes.FloatType.subtypes == ()
     from cassandra.protocol import ColumnMetadata
 
-    assert ColumnMetadata("ks", "t", "c", cqltypes.FloatType).type is cqltypes.FloatType
+    column = ColumnMetadata("ks", "t", "c", cqltypes.FloatType)
+    assert (column.keyspace_name, column.table_name, column.type) == ("ks", "t", cqltypes.FloatType)
 
 
 def test_decimal_literal_goes_through_float() -> None:
