@@ -158,8 +158,9 @@ def make_app(name: str = "bench") -> Flask:
 
 
 def connect(app_name: str = "bench") -> Node:
-    """Connect the three clusters (order matters: the plain cqlengine connection
-    becomes cqlengine's default, so the Flask extension does not take that role)."""
+    """Connect the three clusters (order matters: like the original extension,
+    every init_app makes its app's connection cqlengine's default; the plain
+    cqlengine connection, registered after it, takes that role back)."""
     raw_cluster = Cluster(
         HOSTS,
         execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(row_factory=tuple_factory)},
@@ -170,11 +171,11 @@ def connect(app_name: str = "bench") -> Node:
         f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} "
         "WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
     )
+    app = make_app(app_name)
+    adb.init_app(app)
     plain = cqlengine_connection.register_connection(
         PLAIN_CONNECTION, hosts=HOSTS, cluster_options=cluster_options(), default=True
     )
-    app = make_app(app_name)
-    adb.init_app(app)
     return Node(app=app, raw_cluster=raw_cluster, raw=raw, plain=plain)
 
 
