@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -59,10 +60,13 @@ def rows(clean_db):
 
 
 class Ticker:
-    """Measures the largest gap between wake-ups of a 1 ms sleeper."""
+    """Measures the largest gap between wake-ups of a 1 ms sleeper; with a
+    ``probe``, also records what it returns at each wake-up."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe: Callable[[], object] | None = None) -> None:
         self.largest_gap = 0.0
+        self.seen: list[object] = []
+        self._probe = probe
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -72,6 +76,8 @@ class Ticker:
             now = time.perf_counter()
             self.largest_gap = max(self.largest_gap, now - last)
             last = now
+            if self._probe is not None:
+                self.seen.append(self._probe())
 
     async def __aenter__(self) -> Ticker:
         self._task = asyncio.create_task(self._run())
@@ -175,21 +181,26 @@ def test_scan_of_ten_thousand_rows_never_blocks_the_loop(clean_db, record_figure
 
     async def scan():
         loop_threads.add(threading.get_ident())
-        seen = []
-        async with Ticker() as ticker:
+        seen: list[int] = []
+        # The ticker notes how many rows were handed out each time it runs.
+        async with Ticker(probe=lambda: len(seen)) as ticker:
             async for row in LoopRow.objects(bucket=7).fetch_size(100):
                 seen.append(row.seq)
-        return seen, ticker.largest_gap
+        return seen, ticker
 
     with quiet_collector() as pauses:
-        seen, gap = asyncio.run(scan())
+        seen, ticker = asyncio.run(scan())
     assert seen == list(range(10_000))  # each row exactly once, in order
-    assert blocking_waits == []
+    assert blocking_waits == []  # no page waited for on the loop's thread
+    # Other tasks ran in the middle of pages too, not only between them: the
+    # stream hands the loop back while it turns a page's rows into instances.
+    assert any(count % 100 for count in ticker.seen), ticker.seen[:50]
+    # How long the loop went without a turn depends on the machine (and on
+    # the driver's own thread holding the GIL): a figure, not an assertion.
     record_figure(
-        f"largest loop gap during async for over 10,000 rows at fetch_size(100): {gap * 1000:.1f} ms "
+        f"largest loop gap during async for over 10,000 rows at fetch_size(100): {ticker.largest_gap * 1000:.1f} ms "
         f"(largest GC pause {max(pauses, default=0) * 1000:.1f} ms)"
     )
-    assert gap < 0.02
 
 
 def test_sync_db_runs_off_the_loop(module_db, record_figure):
