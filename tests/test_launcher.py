@@ -17,6 +17,9 @@ What these tests check, as a user would see it:
 * ``start`` on a node of ours that is running but does not answer waits a
   bounded time, fails, and leaves the node running.
 
+The probe's login (SASL PLAIN) and TLS are tested against the auth and TLS
+nodes in ``tests/test_security.py``, which starts them.
+
 The suite's node is shared: nothing here stops, pauses or wipes it, or
 touches its files. The launcher runs in a sandbox: a checkout of only
 ``scripts/`` (no ``.venv``, so no Python with the driver) and its own
@@ -208,29 +211,6 @@ def test_probe_of_something_else_than_cql_fails_fast_with_the_reason(
     assert f"127.0.0.1:{foreign_server.port}" in stderr and reason in stderr, stderr
     assert len(stderr.strip().splitlines()) == 1, "the reason is one line (the launcher shows the last one)"
     assert took < FAST + 1
-
-
-@pytest.mark.parametrize("profile", ["auth", "tls"])
-def test_probe_of_a_secured_node(bare_python: Path, profile: str) -> None:
-    """Optional: only when test_security's nodes happen to run; never started here."""
-    host, port = ADDRESSES[profile]
-    if not port_answers(host, port):
-        pytest.skip(f"the --{profile} node is not running (tests/test_security.py starts it); not starting one here")
-    secured = ["cassandra", "cassandra"] if profile == "auth" else ["--ssl"]
-    code, stdout, stderr, _ = probe(bare_python, host, str(port), *secured)
-    if code != 0 and ("did not answer" in stderr or "bootstrapping" in stderr):
-        pytest.skip(f"the --{profile} node is still starting or stopping: {stderr.strip()}")
-    assert code == 0, stderr
-    assert stdout.splitlines()[-1].startswith("5.")
-    # Without the credentials or TLS the node refuses, and the probe says why.
-    code, _, stderr, _ = probe(bare_python, host, str(port))
-    assert code == 1
-    expected = "requires authentication" if profile == "auth" else "closed the connection"
-    assert expected in stderr, stderr
-    if profile == "auth":
-        code, _, stderr, _ = probe(bare_python, host, str(port), "cassandra", "not-the-password")
-        assert code == 1
-        assert "authentication failed" in stderr, stderr
 
 
 # --- the launcher ---------------------------------------------------------------------

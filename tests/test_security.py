@@ -18,8 +18,11 @@ import asyncio
 import logging
 import secrets
 import ssl
+import subprocess
+import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -289,3 +292,36 @@ def test_plaintext_client_is_refused_fast(tls):
     with pytest.raises(NoHostAvailable):
         CQLAlchemy(tls_app(node, None))
     assert time.monotonic() - started < FAIL_FAST
+
+
+# -- the launcher's readiness probe against these nodes ----------------------------
+
+PROBE = Path(__file__).resolve().parents[1] / "scripts" / "cassandra.d" / "cql_probe.py"
+
+
+def stdlib_probe(*args: object) -> subprocess.CompletedProcess[str]:
+    """scripts/cassandra's CQL probe with no site-packages (-S): no cassandra-driver."""
+    return subprocess.run(
+        [sys.executable, "-I", "-S", str(PROBE), *map(str, args)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_readiness_probe_logs_in_to_the_auth_node(auth_node):
+    host, port = auth_node.hosts[0], auth_node.port
+    answered = stdlib_probe(host, port, "cassandra", "cassandra")
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.splitlines()[-1].startswith("5.")
+    refused = stdlib_probe(host, port)
+    assert refused.returncode == 1 and "requires authentication" in refused.stderr, refused.stderr
+    wrong = stdlib_probe(host, port, "cassandra", "not-the-password")
+    assert wrong.returncode == 1 and "authentication failed" in wrong.stderr, wrong.stderr
+
+
+def test_readiness_probe_speaks_tls_to_the_tls_node(tls):
+    node, _, _ = tls
+    host, port = node.hosts[0], node.port
+    answered = stdlib_probe(host, port, "--ssl")
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.splitlines()[-1].startswith("5.")
+    plain = stdlib_probe(host, port)
+    assert plain.returncode == 1 and "closed the connection" in plain.stderr, plain.stderr
