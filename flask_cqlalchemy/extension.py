@@ -22,7 +22,7 @@ from cassandra.query import SimpleStatement
 from flask import Flask, jsonify
 from flask.globals import _cv_app
 
-from . import cqlengine_defaults, execution
+from . import cqlengine_defaults, execution, runner
 from .cli import register_cli
 from .config import Settings, parse_consistency, read_binds, read_settings, validate_keyspace_name
 from .errors import ConfigError, NotInitializedError, SchemaError
@@ -233,6 +233,7 @@ class CQLAlchemy:
             )
         settings = read_settings(app.config)
         bind_settings = read_binds(app.config)
+        loops = runner.read_mode(app.config)
         secret = settings.cursor_secret or _as_bytes(app.secret_key)
         name = self._connect(app, "", settings)
         binds = {}
@@ -247,6 +248,7 @@ class CQLAlchemy:
         app.extensions[EXTENSION_KEY] = state
         self._states.append(state)
         cqlengine_defaults.adopt(state)
+        runner.install(app, loops)
         if app.config.get("CASSANDRA_ERROR_HANDLERS", True):
             _register_error_handlers(app)
         app.shell_context_processor(self._shell_context)
@@ -300,6 +302,10 @@ class CQLAlchemy:
                 log.debug("shut down %s", name)
             self._states.remove(state)
             cqlengine_defaults.release(state)
+        if app is None or runner.uses_thread_loops(app):
+            # The loops are the process's, not one app's: an app still
+            # serving makes itself a new one at its next async call.
+            runner.close_idle_loops()
         if app is not None:
             app.extensions.pop(EXTENSION_KEY, None)
 
