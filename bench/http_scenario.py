@@ -16,6 +16,7 @@ overlaps.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -77,21 +78,27 @@ class Server:
     """``python -m bench.http_app`` in a subprocess, on a free loopback port.
 
     ``env`` overrides the subprocess's environment (``CASSANDRA_HOSTS``,
-    ``CASSANDRA_PORT``: where its connections go, see :mod:`bench.common`).
+    ``CASSANDRA_PORT``: where its connections go, see :mod:`bench.common`);
+    ``args`` are more options of ``bench.http_app`` (``--async-loops``).
+    ``info`` is what the server printed on its ``INFO`` line.
     """
 
-    def __init__(self, log_path: Path, threads: int = 8, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, log_path: Path, threads: int = 8, env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
         self.log_path = log_path
         self.threads = threads
         self.env = env or {}
+        self.args = args or []
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
+        self.info: dict[str, Any] = {}
 
     def __enter__(self) -> Server:
         root = Path(__file__).resolve().parent.parent
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.http_app", "--port", "0", "--threads", str(self.threads)],
+            [sys.executable, "-m", "bench.http_app", "--port", "0", "--threads", str(self.threads), *self.args],
             cwd=root,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -103,6 +110,8 @@ class Server:
         line = ""
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
+            if line.startswith("INFO "):
+                self.info = json.loads(line[5:])
             if line.startswith("PORT "):
                 self.port = int(line.split()[1])
                 break

@@ -22,6 +22,7 @@ from typing import Any
 from . import common
 from .contenders import BASELINE
 from .http_scenario import HttpResult
+from .runners_scenario import RUNNERS, RunnersResult, summarize
 from .scenarios import ScenarioResult
 
 LABELS = {
@@ -221,6 +222,141 @@ def http_rows(report: Report, result: HttpResult, targets: dict[str, Any]) -> No
                 met,
             )
         )
+
+
+def runners_title(clients: int) -> str:
+    return f"6. HTTP runners (waitress, 8 threads each), {clients} concurrent client{'s' if clients > 1 else ''}"
+
+
+def runners_rows(report: Report, result: RunnersResult, targets: dict[str, Any]) -> None:
+    """Scenario 6: a row per (runner, endpoint, clients), and its targets' verdicts.
+
+    The one-read targets apply at the largest client count, the gather
+    target at the smallest (16 and 1 by default), p99 at every count.
+    """
+    summary = summarize(result)
+    inactive = "" if result.per_thread_active else " [per-thread mode NOT active: the extension ignored the key]"
+    found = {(r["runner"], r["endpoint"], r["clients"]): r for r in summary}
+    busiest, single = max(result.clients), min(result.clients)
+
+    def at_least(title: str, ratio: float, goal: float, detail: str) -> None:
+        ok = ratio >= goal
+        report.verdicts.append(
+            Verdict(
+                f"{title}{inactive}",
+                f"{ratio:.2f}× ({detail}; {(ratio - goal) / goal * 100:+.0f} % vs the goal)",
+                ok,
+                "" if ok else f"short by {(goal - ratio) / goal * 100:.0f} %",
+            )
+        )
+
+    read, sync_read = found[("per-thread", "read", busiest)], found[("sync", "read", busiest)]
+    goal = targets["runner_read_vs_sync_rps"]
+    at_least(
+        f"{runners_title(busiest)}: async one-read per-thread ≥ {goal}× the sync view's req/s",
+        read["rps_vs_sync"],
+        goal,
+        f"{_fmt(read['rps'])} vs {_fmt(sync_read['rps'])} req/s",
+    )
+    goal = targets["runner_read_vs_per_request_rps"]
+    at_least(
+        f"{runners_title(busiest)}: async one-read per-thread ≥ {goal}× per-request req/s",
+        read["rps_vs_per_request"],
+        goal,
+        f"{_fmt(read['rps'])} vs {_fmt(found[('per-request', 'read', busiest)]['rps'])} req/s",
+    )
+    gather, sync_gather = found[("per-thread", "reads10", single)], found[("sync", "reads10", single)]
+    goal = targets["runner_gather_vs_sync_p50"]
+    at_least(
+        f"{runners_title(single)}: 10-read gather per-thread ≥ {goal}× faster at p50 than the sync 10-sequential view",
+        gather["p50_vs_sync"],
+        goal,
+        f"p50 {gather['p50_ms']:.2f} ms vs {sync_gather['p50_ms']:.2f} ms",
+    )
+
+    for row in summary:
+        target, met = ("baseline" if row["runner"] == "sync" else ""), ""
+        if row["runner"] == "per-thread":
+            base = found[("sync", row["endpoint"], row["clients"])]
+            ok = row["p99_ms"] <= base["p99_ms"]
+            target = "p99 ≤ sync's"
+            met = "yes" if ok else "**no**"
+            report.verdicts.append(
+                Verdict(
+                    f"{runners_title(row['clients'])}: `{row['endpoint']}` per-thread p99 not above "
+                    f"the sync view's{inactive}",
+                    f"p99 {row['p99_ms']:.2f} ms vs {base['p99_ms']:.2f} ms "
+                    f"({row['p99_ms'] - base['p99_ms']:+.2f} ms, {row['p99_ms'] / base['p99_ms'] * 100 - 100:+.0f} %)",
+                    ok,
+                    "" if ok else f"over by {row['p99_ms'] - base['p99_ms']:.2f} ms",
+                )
+            )
+        vs_per_request = ""
+        if "rps_vs_per_request" in row:
+            vs_per_request = (
+                f"; vs per-request: {row['rps_vs_per_request']:.2f}× req/s, {row['p50_vs_per_request']:.2f}× p50"
+            )
+        errors = f"; {row['errors']} errors ({row['first_error'][:80]})" if row["errors"] else ""
+        report.rows.append(
+            Row(
+                runners_title(row["clients"]),
+                f"`{row['endpoint']}` {row['runner']} (`{row['view']}`)",
+                f"{_fmt(row['rps'])} req/s",
+                f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms; {_fmt(row['rps_min'])}–"
+                f"{_fmt(row['rps_max'])} req/s; p50 {row['p50_vs_sync']:.2f}× sync's{vs_per_request}; "
+                f"{row['requests']} requests{errors}",
+                f"{row['rps_vs_sync']:.2f}×",
+                target,
+                met,
+            )
+        )
+
+
+def runners_section(result: RunnersResult, chart_name: str) -> list[str]:
+    """results.md's section of scenario 6: one table with every figure."""
+    summary = summarize(result)
+    lines = [
+        "## 6. HTTP runners: sync views, async per-request, async per-thread",
+        "",
+        f"![runners chart]({chart_name})",
+        "",
+        "The same app served three ways by waitress (8 threads each, one process each): plain `def` views, "
+        "and the same endpoints as `async def` views with `CASSANDRA_ASYNC_LOOPS` `per-request` (Flask's "
+        "asgiref bridge: a new thread and event loop per request) and `per-thread` (one long-lived loop per "
+        "server thread). *vs sync* are medians of per-round ratios to the sync runner measured in the same "
+        "round (req/s: this / sync; p50: sync / this, i.e. times faster); p99 is over all rounds' requests.",
+        "",
+    ]
+    for runner in ("per-request", "per-thread"):
+        info = result.servers.get(runner, {})
+        if "event_loops" in info:
+            lines.append(
+                f"* `{runner}` server: `app.async_to_sync` replaced: {info.get('async_to_sync_replaced')}; "
+                f"its async views ran in {info['event_loops']:,} distinct event loops over "
+                f"{info['async_requests']:,} requests."
+            )
+    if not result.per_thread_active:
+        lines.append(
+            "* **The per-thread mode was not active** (the extension ignored `CASSANDRA_ASYNC_LOOPS`): the "
+            "per-thread server ran Flask's default bridge, so its figures are per-request ones."
+        )
+    lines += [
+        "",
+        "| endpoint | clients | runner | req/s | p50 ms | p99 ms | req/s vs sync | p50 vs sync | "
+        "per-thread vs per-request (req/s, p50) | requests | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary:
+        vs = (
+            f"{row['rps_vs_per_request']:.2f}×, {row['p50_vs_per_request']:.2f}×" if "rps_vs_per_request" in row else ""
+        )
+        lines.append(
+            f"| {row['endpoint']} | {row['clients']} | {row['runner']} | {_fmt(row['rps'])} | {row['p50_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} | {row['rps_vs_sync']:.2f}× | {row['p50_vs_sync']:.2f}× | {vs} | "
+            f"{row['requests']} | {row['errors']} |"
+        )
+    lines.append("")
+    return lines
 
 
 def memory_rows(report: Report, results: list[dict[str, Any]], targets: dict[str, Any]) -> None:
@@ -494,6 +630,68 @@ def chart(
     else:
         ax.set_visible(False)
 
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(out_file, dpi=100)
+    plt.close(fig)
+
+
+RUNNER_COLORS = {"sync": "#7f7f7f", "per-request": "#ff7f0e", "per-thread": "#1f77b4"}
+
+
+def runners_chart(out_file: Path, result: RunnersResult, targets: dict[str, Any], subtitle: str) -> None:
+    """Scenario 6: per client count, req/s as × the sync runner (top) and p50/p99 latency (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    summary = summarize(result)
+    found = {(r["runner"], r["endpoint"], r["clients"]): r for r in summary}
+    endpoints = list(dict.fromkeys(r["endpoint"] for r in summary))
+    runners = [key for key, *_ in RUNNERS]
+    columns = len(result.clients)
+    fig, axes = plt.subplots(2, columns, figsize=(7 * columns, 10), squeeze=False)
+    mode = "" if result.per_thread_active else " — per-thread mode NOT active (key ignored)"
+    fig.suptitle(f"6. HTTP runners — {subtitle}{mode}", fontsize=11)
+    width = 0.8 / len(runners)
+    for column, clients in enumerate(result.clients):
+        top, bottom = axes[0][column], axes[1][column]
+        for i, runner in enumerate(runners):
+            xs = [x - 0.4 + width * (i + 0.5) for x in range(len(endpoints))]
+            rows = [found[(runner, e, clients)] for e in endpoints]
+            bars = top.bar(xs, [r["rps_vs_sync"] for r in rows], width=width, color=RUNNER_COLORS[runner], label=runner)
+            for bar, r in zip(bars, rows, strict=True):
+                top.annotate(
+                    f"{r['rps']:,.0f}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+            bottom.bar(xs, [r["p50_ms"] for r in rows], width=width, color=RUNNER_COLORS[runner], label=f"{runner} p50")
+            bottom.scatter(xs, [r["p99_ms"] for r in rows], color=RUNNER_COLORS[runner], marker="_", s=200, zorder=3)
+        top.axhline(1, color="black", linewidth=0.5)
+        if clients == max(result.clients):
+            top.axhline(
+                targets["runner_read_vs_sync_rps"],
+                color="red",
+                linestyle="--",
+                linewidth=1,
+                label=f"{targets['runner_read_vs_sync_rps']}× sync (one-read target)",
+            )
+        top.set_xticks(range(len(endpoints)), endpoints)
+        top.set_ylabel("req/s as × the sync runner\n(median of per-round ratios; labels: req/s)")
+        top.set_title(f"throughput, {clients} client{'s' if clients > 1 else ''}", fontsize=10)
+        top.legend(fontsize=8)
+        bottom.scatter([], [], color="black", marker="_", s=200, label="p99 (dash, runner's colour)")
+        bottom.set_yscale("log")
+        bottom.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        bottom.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+        bottom.set_xticks(range(len(endpoints)), endpoints)
+        bottom.set_ylabel("latency, ms (log scale)\nbars: p50 over all rounds, dashes: p99")
+        bottom.set_title(f"latency, {clients} client{'s' if clients > 1 else ''}", fontsize=10)
+        bottom.legend(fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(out_file, dpi=100)
     plt.close(fig)

@@ -3,6 +3,7 @@
     python -m bench.run                 # full run (what `make bench` does), ~8-12 min here
     python -m bench.run --quick         # smoke run, under ~2 min
     python -m bench.run --rounds 9 --out docs/benchmarks
+    python -m bench.run --only runners --out /tmp/bench_runners   # scenario 6 alone
 
 Writes results.md, results.json, results.png, environment.md, profile.md and
 profile_*.txt into --out; prints the results table. See bench/README.md.
@@ -23,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import common, http_scenario, memory, profiling, report, scenarios
+from . import common, http_scenario, memory, profiling, report, runners_scenario, scenarios
 from . import contenders as contenders_module
 
 TARGETS = {
@@ -32,6 +33,10 @@ TARGETS = {
     "gather_vs_sync_p50": 5.0,
     "scan_gap_ms": 5.0,
     "rss_growth_pct": 5.0,
+    # scenario 6 (HTTP runners): per-thread async views against sync and per-request ones
+    "runner_read_vs_sync_rps": 0.95,
+    "runner_read_vs_per_request_rps": 2.5,
+    "runner_gather_vs_sync_p50": 1.5,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -47,6 +52,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "http_server_threads": 8,
         "http_latency_ms": [1.0, 2.0],
         "aiocqlengine_probe_requests": 24,
+        "runners_requests_per_round": 60,
+        "runners_requests_per_client": 10,
+        "runners_clients": [1, 16],
         "memory_reads": 100_000,
         "memory_warmup": 30_000,
         "memory_contenders": ["facade", "raw", "aiocqlengine", "threadpool"],
@@ -68,6 +76,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "http_server_threads": 8,
         "http_latency_ms": [1.0],
         "aiocqlengine_probe_requests": 8,
+        "runners_requests_per_round": 12,
+        "runners_requests_per_client": 2,
+        "runners_clients": [1, 16],
         "memory_reads": 10_000,
         "memory_warmup": 2_000,
         "memory_contenders": ["facade", "raw"],
@@ -79,7 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-SCENARIOS = ["reads", "inserts", "scan", "http", "memory", "profile"]
+SCENARIOS = ["reads", "inserts", "scan", "http", "runners", "memory", "profile"]
 
 
 def log(message: str) -> None:
@@ -106,6 +117,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated client counts for scenario 4 (default 1,4)",
     )
     parser.add_argument(
+        "--runners-clients",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="comma-separated client counts for scenario 6, HTTP runners (default 1,16)",
+    )
+    parser.add_argument(
+        "--runners-requests",
+        type=int,
+        help="scenario 6: requests per (runner, endpoint) per round, at least; each client count "
+        "sends at least 10 (quick: 2) per client (default 60; quick: 12)",
+    )
+    parser.add_argument(
         "--http-latency-ms",
         type=lambda s: [float(x) for x in s.split(",") if float(x) > 0],
         help="scenario 4b: run scenario 4 again with the server's Cassandra connections through a "
@@ -126,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         settings["http_clients"] = args.http_clients
     if args.http_latency_ms is not None:
         settings["http_latency_ms"] = args.http_latency_ms
+    if args.runners_clients:
+        settings["runners_clients"] = args.runners_clients
+    if args.runners_requests:
+        settings["runners_requests_per_round"] = args.runners_requests
     wanted = set(args.only or SCENARIOS)
     out: Path = args.out or (
         Path(tempfile.gettempdir()) / "flask-cqlalchemy-bench-quick" if args.quick else Path("docs/benchmarks")
@@ -242,6 +268,19 @@ def main(argv: list[str] | None = None) -> int:
                 latency_ms=latency_ms,
             )
 
+    runners: runners_scenario.RunnersResult | None = None
+    if "runners" in wanted:
+        log("scenario 6: HTTP runners (sync views; async views per-request and per-thread)")
+        runners = runners_scenario.run(
+            settings["rounds"],
+            settings["runners_requests_per_round"],
+            settings["runners_clients"],
+            workdir,
+            log,
+            threads=settings["http_server_threads"],
+            per_client=settings["runners_requests_per_client"],
+        )
+
     memory_results: list[dict[str, Any]] = []
     if "memory" in wanted:
         log(f"scenario 5: RSS over {settings['memory_reads']:,} point reads (fresh process per contender)")
@@ -281,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         report.scan_rows(rep, results["scan"], TARGETS, diagnostics)
     for h in http_results:
         report.http_rows(rep, h, TARGETS)
+    if runners is not None:
+        report.runners_rows(rep, runners, TARGETS)
     report.memory_rows(rep, memory_results, TARGETS)
     for key, reason in unavailable.items():
         rep.notes.append(f"Contender {key} could not run: {reason}")
@@ -316,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                 "so it is not a contender of scenario 4."
             )
     extra_sections = []
+    if runners is not None:
+        extra_sections += report.runners_section(runners, "results_runners.png")
     if profiles:
         extra_sections += [
             "## Where the event loop's CPU time goes",
@@ -357,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             "scan_diagnostics": diagnostics,
             "http": [_http_summary(h) for h in http_results],
             "memory": memory_results,
+            "runners": _runners_summary(runners) if runners is not None else None,
             "verdicts": [asdict(v) for v in rep.verdicts],
             "unavailable": unavailable,
         },
@@ -367,11 +411,14 @@ def main(argv: list[str] | None = None) -> int:
         + ("+changes" if env["flask_cqlalchemy_uncommitted"] else "")
     )
     report.chart(out / "results.png", results, http_results, memory_results, TARGETS, subtitle)
+    if runners is not None:
+        report.runners_chart(out / "results_runners.png", runners, TARGETS, subtitle)
     print(report.plain_table(rep))
     if not any("unavailable" in m for m in memory_results):
         shutil.rmtree(workdir, ignore_errors=True)  # only logs; kept when something failed
     log(
         f"\nwrote {out}/results.md, results.png, results.json, environment.md"
+        + (", results_runners.png" if runners is not None else "")
         + (", profile.md" if profiles else "")
         + f" in {env['duration_s']:.0f} s"
     )
@@ -398,6 +445,19 @@ def _http_summary(h: http_scenario.HttpResult) -> dict[str, Any]:
             }
             for path, v in h.views.items()
         },
+    }
+
+
+def _runners_summary(r: runners_scenario.RunnersResult) -> dict[str, Any]:
+    """Scenario 6: settings, the servers' loop tallies, and per cell the summary with per-round figures."""
+    return {
+        "clients": r.clients,
+        "requests_per_round": r.per_round,
+        "rounds": r.rounds,
+        "server_threads": r.threads,
+        "per_thread_active": r.per_thread_active,
+        "servers": r.servers,
+        "cells": runners_scenario.summarize(r),
     }
 
 
