@@ -27,7 +27,7 @@ What a view can observe stays as under Flask's default:
   ``WsgiToAsgi`` drives gets Flask's default.
 
 Loops are closed when their thread ends and by :func:`close_idle_loops`
-(``db.shutdown()``); after ``os.fork`` the child never reuses one.
+(``db.shutdown()``); after ``os.fork`` the child never uses the parent's.
 """
 
 from __future__ import annotations
@@ -153,14 +153,14 @@ def _run_beside(func: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, 
 class _ThreadLoop:
     """The loop of one thread; closed when the thread (and so this) goes."""
 
-    __slots__ = ("loop", "generation", "busy", "retired", "__weakref__")
+    __slots__ = ("loop", "generation", "busy", "retired", "finalizer", "__weakref__")
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.generation = _generation
         self.busy = False
         self.retired = False
-        weakref.finalize(self, _close_quietly, self.loop)
+        self.finalizer = weakref.finalize(self, _close_quietly, self.loop)
 
 
 _local = threading.local()
@@ -214,18 +214,23 @@ def _close_quietly(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _forget_after_fork() -> None:
-    # The child has only the thread that forked: no loop of the parent is
-    # running here, but their selectors and executors are the parent's.
+    # The child has only the thread that forked. The parent's loops must not
+    # be run there, and not closed either: a closed loop unregisters its
+    # wake-up socket from its epoll instance, which the parent shares, and
+    # the parent's loop would then sleep through every driver answer. They
+    # are kept, untouched, for the life of the child.
     global _generation, _lock
     _generation += 1
     _lock = threading.Lock()
-    holders = list(_live)
-    _live.clear()
-    for holder in holders:
+    for holder in list(_live):
         holder.retired = True
-        _close_quietly(holder.loop)  # one that ran in another parent thread is only forgotten
+        holder.finalizer.detach()
+        _parents_loops.append(holder.loop)
+    _live.clear()
 
 
+#: In a forked child: the loops inherited from the parent (see _forget_after_fork).
+_parents_loops: list[asyncio.AbstractEventLoop] = []
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
