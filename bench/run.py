@@ -1,6 +1,6 @@
 """Run every benchmark scenario against the local node and write the results.
 
-    python -m bench.run                 # full run (what `make bench` does), ~8-12 min here
+    python -m bench.run                 # full run (what `make bench` does), ~15-20 min here
     python -m bench.run --quick         # smoke run, under ~2 min
     python -m bench.run --rounds 9 --out docs/benchmarks
     python -m bench.run --only runners --out /tmp/bench_runners   # scenario 6 alone
@@ -52,8 +52,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "http_server_threads": 8,
         "http_latency_ms": [1.0, 2.0],
         "aiocqlengine_probe_requests": 24,
-        "runners_requests_per_round": 60,
-        "runners_requests_per_client": 10,
+        "runners_requests_per_round": 80,
+        "runners_requests_per_client": 12,
         "runners_clients": [1, 16],
         "memory_reads": 100_000,
         "memory_warmup": 30_000,
@@ -125,7 +125,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--runners-requests",
         type=int,
         help="scenario 6: requests per (runner, endpoint) per round, at least; each client count "
-        "sends at least 10 (quick: 2) per client (default 60; quick: 12)",
+        "sends at least 12 (quick: 2) per client (default 80; quick: 12)",
     )
     parser.add_argument(
         "--http-latency-ms",
