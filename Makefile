@@ -1,5 +1,6 @@
 # One command for the demo, one for the tests: each sets up what it needs.
 #   make demo   virtualenv + local Cassandra node + schema, then serve examples/async_app
+#               (waitress, 8 threads, one event loop per thread: CASSANDRA_ASYNC_LOOPS)
 #   make test   virtualenv + local Cassandra node, then the whole test suite
 # CASSANDRA_HOSTS=host1,host2 uses that cluster instead of starting a node.
 
@@ -28,7 +29,7 @@ test: venv cassandra
 demo: venv cassandra
 	$(PYTHON) -m flask --app examples.async_app.wsgi init-db
 	@echo "Serving the notes service on http://127.0.0.1:$(DEMO_PORT)/ (Ctrl-C to stop)"
-	$(VENV)/bin/waitress-serve --host 127.0.0.1 --port $(DEMO_PORT) --threads 8 examples.async_app.wsgi:app
+	CASSANDRA_ASYNC_LOOPS=per-thread $(VENV)/bin/waitress-serve --host 127.0.0.1 --port $(DEMO_PORT) --threads 8 examples.async_app.wsgi:app
 
 stop:
 	scripts/cassandra stop

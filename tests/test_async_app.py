@@ -7,6 +7,7 @@ session, what Cassandra really holds afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -31,10 +32,13 @@ from waitress.server import create_server
 from examples.async_app import connect, create_app, init_schema
 from examples.async_app.app import config_from_env
 from examples.async_app.extensions import adb
+from flask_cqlalchemy import runner
+from flask_cqlalchemy.errors import ConfigError
 
 from .conftest import HOSTS, KEYSPACE
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVING_LOOPS: list[asyncio.AbstractEventLoop] = []
 TIMEOUT = 30
 
 
@@ -58,6 +62,12 @@ def serve(app) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def app():
     app = create_app({"CASSANDRA_HOSTS": HOSTS, "CASSANDRA_KEYSPACE": KEYSPACE, "SECRET_KEY": "async-app-tests"})
+
+    @app.get("/_loop")
+    async def which_loop():  # which event loop serves this request (tests only)
+        SERVING_LOOPS.append(asyncio.get_running_loop())
+        return "ok"
+
     init_schema(app)
     yield app
     adb.sync.shutdown()
@@ -760,10 +770,26 @@ def test_config_from_environment():
         9142,
         3,
     )
+    assert "CASSANDRA_ASYNC_LOOPS" not in config_from_env({})
+    assert config_from_env({"CASSANDRA_ASYNC_LOOPS": "per-request"})["CASSANDRA_ASYNC_LOOPS"] == "per-request"
     with pytest.raises(ValueError, match="CASSANDRA_LAZY_CONNECT"):
         config_from_env({"CASSANDRA_LAZY_CONNECT": "maybe"})
     with pytest.raises(ValueError, match="CASSANDRA_PORT"):
         config_from_env({"CASSANDRA_PORT": "ninety"})
+
+
+def test_the_service_runs_its_views_on_one_loop_per_thread(app, base):
+    assert runner.uses_thread_loops(app)
+    SERVING_LOOPS.clear()
+    assert [requests.get(f"{base}/_loop", timeout=10).text for _ in range(30)] == ["ok"] * 30
+    # each of waitress's 8 threads keeps its loop open for its next request
+    loops = {id(loop): loop for loop in SERVING_LOOPS}.values()
+    assert 1 <= len(loops) <= 8 and not any(loop.is_closed() for loop in loops), SERVING_LOOPS
+
+
+def test_a_bad_async_loops_setting_stops_the_app_naming_the_key():
+    with pytest.raises(ConfigError, match="CASSANDRA_ASYNC_LOOPS"):
+        create_app({"CASSANDRA_HOSTS": HOSTS, "CASSANDRA_ASYNC_LOOPS": "per-process", "SECRET_KEY": "s"})
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ NOTES_REPLICATION_FACTOR   replication factor ``init-db`` creates it with (1)
 CASSANDRA_LAZY_CONNECT     connect on first query instead of at start (false)
 CASSANDRA_RETRY_CONNECT    start even if no node answers, retry on use (false)
 CASSANDRA_CONSISTENCY      default consistency level, e.g. LOCAL_QUORUM
+CASSANDRA_ASYNC_LOOPS      per-thread (this service's default) or per-request
 CASSANDRA_USERNAME/..._PASSWORD   credentials, both or neither
 SECRET_KEY                 signs pagination cursors; set it in production
 =========================  ==================================================
@@ -52,7 +53,13 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
     if "CASSANDRA_PORT" in env:
         config["CASSANDRA_PORT"] = _env_int(env, "CASSANDRA_PORT", 9042)
-    for key in ("CASSANDRA_CONSISTENCY", "CASSANDRA_USERNAME", "CASSANDRA_PASSWORD", "SECRET_KEY"):
+    for key in (
+        "CASSANDRA_CONSISTENCY",
+        "CASSANDRA_ASYNC_LOOPS",
+        "CASSANDRA_USERNAME",
+        "CASSANDRA_PASSWORD",
+        "SECRET_KEY",
+    ):
         if env.get(key):
             config[key] = env[key]
     return config
@@ -71,6 +78,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(
         CASSANDRA_MAX_PER_PAGE=100,
         MAX_CONTENT_LENGTH=256 * 1024,
+        # Every view is async: run them on one event loop per server thread
+        # instead of a new thread and loop per request (README, "Event loops").
+        CASSANDRA_ASYNC_LOOPS="per-thread",
     )
     app.config.update(config_from_env())
     if config:
