@@ -530,7 +530,7 @@ def test_filter_on_a_non_key_column(clean_db):
     for _ in range(3):
         same_error(error_of(lambda: CpUser.get(id=user.id, name="ann")), reference)
         assert type(run(aerror_of(CpUser.aget(id=user.id, name="ann")))) is InvalidRequest
-        time.sleep(0.2)  # give a (failing) background prepare the chance to finish
+        assert route_of(CpUser).prepared.settle(10)  # the (failing) background prepare has finished
     assert raw_rows("cp_user") == [raw_row("cp_user", "id = %s", [user.id])]  # nothing written
 
 

@@ -221,7 +221,7 @@ def test_model_get_goes_through_the_queryset_get(clean_db):
     for _ in range(3):
         assert CrCustomQs.get(key="a").value == "1"
         assert run(CrCustomQs.aget(key="a")).value == "1"
-    time.sleep(0.5)  # what a background prepare would take
+    assert route_of(CrCustomQs).prepared.settle(10)  # any background prepare has finished
     assert CrCustomQs.get(key="a").value == "1"
     assert CountingQuerySet.gets.count({"key": "a"}) == 4  # every sync call (aget has its own twin)
     assert not [key for key in route_of(CrCustomQs).plans if CrCustomQs in key]
