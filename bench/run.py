@@ -52,8 +52,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "http_server_threads": 8,
         "http_latency_ms": [1.0, 2.0],
         "aiocqlengine_probe_requests": 24,
-        "runners_requests_per_round": 80,
-        "runners_requests_per_client": 12,
+        "runners_requests_per_round": 70,
+        "runners_requests_per_client": 10,
         "runners_clients": [1, 16],
         "memory_reads": 100_000,
         "memory_warmup": 30_000,
@@ -125,7 +125,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--runners-requests",
         type=int,
         help="scenario 6: requests per (runner, endpoint) per round, at least; each client count "
-        "sends at least 12 (quick: 2) per client (default 80; quick: 12)",
+        "sends at least 10 (quick: 2) per client (default 70; quick: 12)",
     )
     parser.add_argument(
         "--http-latency-ms",

@@ -99,7 +99,7 @@ def measure(
     pool = Clients(clients)
     try:
         for endpoint, runner in combos:  # warm-up: keep-alive sessions, prepared statements, per-thread loops
-            pool.run(servers[runner].url(f"/runners/{endpoint}/{kinds[runner]}"), max(clients * 5, 24))
+            pool.run(servers[runner].url(f"/runners/{endpoint}/{kinds[runner]}"), max(clients * 3, 24))
         for r in range(rounds):
             for endpoint, runner in common.rotated(combos, r):
                 cell = result.cell(runner, endpoint, clients)
