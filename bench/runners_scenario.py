@@ -185,7 +185,8 @@ def summarize(result: RunnersResult) -> list[dict[str, Any]]:
 
     ``rps_vs_sync``: median of per-round req/s ratios to the sync runner;
     ``p50_vs_sync``: median of per-round (sync p50 / this p50), i.e. times
-    faster; ``p99_vs_sync``: pooled sync p99 / this p99; ``vs_per_request``
+    faster; ``p99_vs_sync``: pooled sync p99 / this p99 (and
+    ``p99_vs_sync_per_round``, the median of the per-round ones); ``vs_per_request``
     (per-thread only): the same req/s and p50 ratios against per-request.
     """
     rows = []
@@ -195,6 +196,7 @@ def summarize(result: RunnersResult) -> list[dict[str, Any]]:
             per_request = result.cell("per-request", endpoint, clients)
             base_p50s = [common.median(r) for r in base.latencies]
             base_p99 = common.percentile([t for r in base.latencies for t in r], 99)
+            base_p99s = [common.percentile(r, 99) for r in base.latencies]
             for runner, label, _, kind in RUNNERS:
                 cell = result.cell(runner, endpoint, clients)
                 pooled = [t for r in cell.latencies for t in r]
@@ -217,6 +219,7 @@ def summarize(result: RunnersResult) -> list[dict[str, Any]]:
                     "rps_vs_sync": _ratio(cell.rates, base.rates),
                     "p50_vs_sync": _ratio(base_p50s, p50s),
                     "p99_vs_sync": base_p99 / p99 if p99 else float("nan"),
+                    "p99_vs_sync_per_round": _ratio(base_p99s, [common.percentile(r, 99) for r in cell.latencies]),
                     "per_round_rps": [round(x, 1) for x in cell.rates],
                     "per_round_p50_ms": [round(x * 1000, 3) for x in p50s],
                     "per_round_p99_ms": [round(common.percentile(r, 99) * 1000, 3) for r in cell.latencies],
