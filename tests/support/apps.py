@@ -17,7 +17,7 @@ from typing import Any
 
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from examples.async_app import create_app, init_schema
 from examples.async_app.extensions import adb
@@ -36,9 +36,12 @@ def notes_app(
     consistency: str | None = None,
     replication_factor: int = 1,
     create_schema: bool = True,
+    async_loops: str | None = None,
 ) -> Flask:
     """The notes service for ``hosts``; creates its keyspace and tables unless
-    ``create_schema`` is false (e.g. when the node is meant to be down)."""
+    ``create_schema`` is false (e.g. when the node is meant to be down).
+    ``async_loops`` sets ``CASSANDRA_ASYNC_LOOPS`` ("per-request" or
+    "per-thread"); None keeps the example's own setting (per-thread)."""
     setup: dict[str, Any] = {}
     if request_timeout is not None:
         # The driver's default policy, spelled out (it warns otherwise).
@@ -63,6 +66,8 @@ def notes_app(
         config["CASSANDRA_PORT"] = port
     if consistency is not None:
         config["CASSANDRA_CONSISTENCY"] = consistency
+    if async_loops is not None:
+        config["CASSANDRA_ASYNC_LOOPS"] = async_loops
     app = create_app(config)
     if create_schema:
         init_schema(app, replication_factor)
@@ -73,11 +78,25 @@ def notes_app(
 def add_test_routes(app: Flask) -> None:
     app.add_url_rule("/_test/stats", view_func=stats)
     app.add_url_rule("/_test/whoami", view_func=whoami)
+    app.add_url_rule("/_test/raise", view_func=raising)
+    app.before_request(note_serving_thread)
 
 
-def process_stats() -> dict[str, Any]:
-    """Threads, fds, RSS and event loops of this process, after a full GC."""
-    gc.collect()
+#: Names of the server threads that have served a request (a sync
+#: before_request function runs in the server's own thread, whatever runs
+#: the async view).
+SERVING_THREADS: set[str] = set()
+
+
+def note_serving_thread() -> None:
+    SERVING_THREADS.add(threading.current_thread().name)
+
+
+def process_stats(collect: bool = True) -> dict[str, Any]:
+    """Threads, fds, RSS and event loops of this process, after a full GC
+    unless ``collect`` is false (then as the process is, garbage and all)."""
+    if collect:
+        gc.collect()
     # type(), not isinstance(): isinstance() on a dead weakref.proxy raises.
     loops = [obj for obj in gc.get_objects() if issubclass(type(obj), asyncio.AbstractEventLoop)]
     with open("/proc/self/status") as status:
@@ -90,11 +109,23 @@ def process_stats() -> dict[str, Any]:
         "rss_kib": rss_kib,
         "loops_alive": len(loops),
         "loops_open": sum(not loop.is_closed() for loop in loops),
+        "serving_threads": sorted(SERVING_THREADS),
     }
 
 
 def stats() -> Any:
-    return jsonify(process_stats())
+    """``?gc=0``: the figures without a garbage collection first."""
+    return jsonify(process_stats(collect=request.args.get("gc") != "0"))
+
+
+class ViewFailed(Exception):
+    """What /_test/raise raises: an unhandled error, so a 500."""
+
+
+async def raising() -> Any:
+    """An async view that awaits a query, then raises (Flask answers 500)."""
+    await adb.execute("SELECT release_version FROM system.local")
+    raise ViewFailed("raised on purpose by /_test/raise")
 
 
 def driver_local_ports() -> list[int]:

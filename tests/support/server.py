@@ -134,11 +134,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def factory_call(factory: str, **kwargs: Any) -> str:
+    """``factory`` ("module:function") called with ``kwargs``, as gunicorn's
+    app argument ``"module:function(name=literal, ...)"``: gunicorn calls it
+    once it has imported the module (in the master, with ``--preload``).
+    The values must be Python literals (strings, numbers, lists, None...)."""
+    module, _, function = factory.partition(":")
+    arguments = ", ".join(f"{name}={value!r}" for name, value in kwargs.items())
+    return f"{module}:{function}({arguments})"
+
+
 def gunicorn_app(
     app: str, log_path: Path, workers: int, *options: str, env: Mapping[str, str] | None = None, ready_path: str = "/"
 ) -> ServerProcess:
-    """``app`` ("module:variable") served by gunicorn with ``--preload``: the
-    master imports the app once, then forks the workers."""
+    """``app`` ("module:variable", or a :func:`factory_call`) served by
+    gunicorn with ``--preload``: the master imports the app once, then forks
+    the workers."""
     port = free_port()
     help_text = subprocess.run([sys.executable, "-m", "gunicorn", "--help"], capture_output=True, text=True).stdout
     if "--no-control-socket" in help_text:
