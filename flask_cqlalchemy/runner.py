@@ -42,6 +42,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask, request_tearing_down
@@ -55,6 +56,10 @@ PER_REQUEST = "per-request"
 PER_THREAD = "per-thread"
 MODES = (PER_REQUEST, PER_THREAD)
 CONFIG_KEY = "CASSANDRA_ASYNC_LOOPS"
+#: Name prefix of the threads of the loops' shared default executor.
+EXECUTOR_THREAD_PREFIX = "flask_cqlalchemy-executor"
+#: Its size: asyncio's default for one loop's executor.
+EXECUTOR_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 #: Attribute of Flask's request context: the context variables its
 #: coroutines set in the server thread, to be reset when it ends.
@@ -157,6 +162,7 @@ class _ThreadLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(_shared_executor())
         self.generation = _generation
         self.busy = False
         self.retired = False
@@ -192,6 +198,7 @@ def _give_back(holder: _ThreadLoop) -> None:
 def close_idle_loops() -> int:
     """Close every thread's loop (``db.shutdown()``); one running a call now
     is closed when that call returns. Returns how many loops there were."""
+    global _executor
     with _lock:
         holders = list(_live)
         for holder in holders:
@@ -199,7 +206,34 @@ def close_idle_loops() -> int:
             if not holder.busy:
                 _close_quietly(holder.loop)
         _live.clear()
+        executor, _executor = _executor, None
+    if executor is not None:
+        executor.close()
     return len(holders)
+
+
+class _SharedExecutor(ThreadPoolExecutor):
+    """The default executor of every thread loop (``asyncio.to_thread``,
+    ``run_in_executor(None, ...)``: lazy connect, ``await adb.sync_db()``):
+    one pool for the process, as large as asyncio's default for one loop,
+    rather than a pool per server thread. A loop closing shuts its default
+    executor down; this one is shut down only by :meth:`close`."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+    def close(self) -> None:
+        super().shutdown(wait=False)
+
+
+_executor: _SharedExecutor | None = None
+
+
+def _shared_executor() -> _SharedExecutor:
+    global _executor
+    if _executor is None:  # called with _lock held
+        _executor = _SharedExecutor(max_workers=EXECUTOR_WORKERS, thread_name_prefix=EXECUTOR_THREAD_PREFIX)
+    return _executor
 
 
 def live_loops() -> int:
@@ -219,9 +253,10 @@ def _forget_after_fork() -> None:
     # wake-up socket from its epoll instance, which the parent shares, and
     # the parent's loop would then sleep through every driver answer. They
     # are kept, untouched, for the life of the child.
-    global _generation, _lock
+    global _generation, _lock, _executor
     _generation += 1
     _lock = threading.Lock()
+    _executor = None  # its threads are the parent's: a pool here would wait for them forever
     for holder in list(_live):
         holder.retired = True
         holder.finalizer.detach()

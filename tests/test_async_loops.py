@@ -276,15 +276,36 @@ def test_error_handlers_and_request_hooks_run_on_the_views_loop(app):
     assert client.get("/loop").headers["X-Same-Loop"] == str(app is per_thread)
 
 
+def test_every_thread_loop_shares_one_default_executor():
+    def serve() -> None:
+        client = per_thread.test_client()
+        for _ in range(3):
+            assert client.get("/executor").text == "ok"
+
+    workers = [threading.Thread(target=serve) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(seen_threads) == 12
+    assert all(thread.name.startswith(runner.EXECUTOR_THREAD_PREFIX) for thread in seen_threads)
+    assert len(set(map(id, seen_threads))) <= runner.EXECUTOR_WORKERS
+
+
 def test_the_default_executor_is_reused(app):
     client = app.test_client()
+    assert client.get("/executor").text == "ok"
+    alive = set(threading.enumerate())
+    seen_threads.clear()
     for _ in range(4):
         assert client.get("/executor").text == "ok"
-    distinct = len(set(map(id, seen_threads)))
     if app is per_thread:
-        assert distinct == 1
+        # no thread started: the pool's idle threads took the work
+        assert all(thread in alive for thread in seen_threads), (seen_threads, alive)
+        assert all(thread.name.startswith(runner.EXECUTOR_THREAD_PREFIX) for thread in seen_threads)
     else:
-        assert distinct == 4  # Flask's default: an executor (and its thread) per request
+        # Flask's default: an executor (and its thread) per request
+        assert not any(thread in alive for thread in seen_threads) and len(set(map(id, seen_threads))) == 4
 
 
 # -- what a view can observe ---------------------------------------------------------
@@ -382,7 +403,7 @@ def test_copy_current_request_context_around_an_async_helper():
     answer = per_thread.test_client().get("/copied-helper")
     assert answer.status_code == 200, answer.text
     assert answer.json["direct"].startswith("/copied-helper in flask_cqlalchemy nested")
-    assert answer.json["in_thread"].startswith("/copied-helper in asyncio_")
+    assert answer.json["in_thread"].startswith(f"/copied-helper in {runner.EXECUTOR_THREAD_PREFIX}")
 
 
 def test_copy_current_request_context_direct_call_fails_under_flask_default():
