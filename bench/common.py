@@ -157,10 +157,11 @@ def make_app(name: str = "bench") -> Flask:
     return app
 
 
-def connect(app_name: str = "bench") -> Node:
+def connect(app_name: str = "bench", config: dict[str, Any] | None = None) -> Node:
     """Connect the three clusters (order matters: like the original extension,
     every init_app makes its app's connection cqlengine's default; the plain
-    cqlengine connection, registered after it, takes that role back)."""
+    cqlengine connection, registered after it, takes that role back).
+    ``config`` adds to the Flask app's config before ``init_app`` reads it."""
     raw_cluster = Cluster(
         HOSTS,
         execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(row_factory=tuple_factory)},
@@ -172,6 +173,7 @@ def connect(app_name: str = "bench") -> Node:
         "WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
     )
     app = make_app(app_name)
+    app.config.update(config or {})
     adb.init_app(app)
     plain = cqlengine_connection.register_connection(
         PLAIN_CONNECTION, hosts=HOSTS, cluster_options=cluster_options(), default=True

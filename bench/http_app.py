@@ -266,22 +266,10 @@ def add_runner_views(app: Flask) -> None:
 
 
 def connect(async_loops: str | None) -> common.Node:
-    """:func:`bench.common.connect`, with ``CASSANDRA_ASYNC_LOOPS`` set in the
-    app's config before ``init_app`` reads it (when ``async_loops`` is given)."""
-    if async_loops is None:
-        return common.connect("bench_http")
-    make_app = common.make_app
-
-    def configured(name: str = "bench") -> Flask:
-        app = make_app(name)
-        app.config["CASSANDRA_ASYNC_LOOPS"] = async_loops
-        return app
-
-    common.make_app = configured  # this process only: it is the server's own
-    try:
-        return common.connect("bench_http")
-    finally:
-        common.make_app = make_app
+    """:func:`bench.common.connect`, with ``CASSANDRA_ASYNC_LOOPS`` in the
+    app's config when ``async_loops`` is given."""
+    config = {} if async_loops is None else {"CASSANDRA_ASYNC_LOOPS": async_loops}
+    return common.connect("bench_http", config)
 
 
 def main(argv: list[str] | None = None) -> None:
