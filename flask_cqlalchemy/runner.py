@@ -284,13 +284,18 @@ def _run(
     holder = _take_loop()
     loop = holder.loop
     try:
-        coroutine = _watched(func(*args, **kwargs))
+        coroutine = _watched(func(*args, **kwargs), loop)
         if sys.version_info >= (3, 11):
             task = loop.create_task(coroutine, context=context)
         else:  # pragma: no cover - Python 3.10: the task runs in a copy of ``context``
             task = context.run(loop.create_task, coroutine)
         try:
-            return loop.run_until_complete(task)
+            # run_until_complete would stop the loop from the task's done
+            # callback, one more turn of the loop (and a select) later.
+            loop.run_forever()
+            if not task.done():
+                raise RuntimeError("Event loop stopped before Future completed.")
+            return task.result()
         finally:
             _finish(loop, func)
     finally:
@@ -335,7 +340,7 @@ def _forget_carried(sender: Flask, **_: Any) -> None:
 _agens = threading.local()
 
 
-async def _watched(coroutine: Coroutine[Any, Any, Any]) -> Any:
+async def _watched(coroutine: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
     # The loop installs its async-generator hooks for this thread while it
     # runs; keep its finaliser and note each generator started, so the ones
     # left open are closed when the call returns (asyncio.run closes them
@@ -350,7 +355,10 @@ async def _watched(coroutine: Coroutine[Any, Any, Any]) -> Any:
             firstiter(agen)
 
     sys.set_asyncgen_hooks(firstiter=first_iteration, finalizer=finalizer)
-    return await coroutine
+    try:
+        return await coroutine
+    finally:
+        loop.stop()  # takes effect once this turn of the loop is done
 
 
 def _finish(loop: asyncio.AbstractEventLoop, func: Callable[..., Any]) -> None:
