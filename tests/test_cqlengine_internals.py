@@ -1,5 +1,6 @@
-"""Every private name and internal behaviour of cassandra-driver, cqlengine and
-Flask that flask_cqlalchemy overrides, calls, reads or relies on.
+"""Every private name and internal behaviour of cassandra-driver, cqlengine,
+Flask, asgiref and asyncio that flask_cqlalchemy overrides, calls, reads or
+relies on.
 
 This docstring is THE list: one line per internal, grouped by the module it
 lives in, saying what we rely on. ``INTERNALS`` below has one row per line
@@ -169,6 +170,11 @@ cassandra.metadata
     TableMetadata.options               instance attribute: the table's options
 flask.globals
     _cv_app                             the app context variable: .get(None) is the AppContext, whose .app
+    _cv_request                         the request context variable: .get(None) is the RequestContext (runner)
+asyncio
+    _get_running_loop                   the loop running in this thread, or None (runner)
+asgiref.sync
+    SyncToAsync.threadlocal             main_event_loop(_pid): set in threads serving an outer loop (runner)
 """
 
 from __future__ import annotations
@@ -458,6 +464,9 @@ INTERNALS = [
     Internal("cassandra.metadata:TableMetadataV3", "_make_option_strings", classmeth("options_map"), "cli"),
     Internal("cassandra.metadata:TableMetadata", "options", inst(dict), "cli"),
     Internal("flask.globals", "_cv_app", attr(contextvars.ContextVar), "extension"),
+    Internal("flask.globals", "_cv_request", attr(contextvars.ContextVar), "runner"),
+    Internal("asyncio", "_get_running_loop", method(), "runner"),
+    Internal("asgiref.sync:SyncToAsync", "threadlocal", attr(threading.local), "runner"),
 ]
 
 #: Functions flask_cqlalchemy replaces on a driver class: where it keeps the driver's own.
@@ -568,7 +577,7 @@ def _docstring_entries() -> dict[str, str]:
     entries: dict[str, str] = {}
     module = None
     for line in (__doc__ or "").splitlines():
-        if re.fullmatch(r"(cassandra|flask)[\w.]*", line):
+        if re.fullmatch(r"(cassandra|flask|asyncio|asgiref)[\w.]*", line):
             module = line
         elif module and line.startswith("    ") and line.strip():
             name, _, why = line.strip().partition(" ")
