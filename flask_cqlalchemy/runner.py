@@ -11,10 +11,11 @@ call on it, in the thread that called.
 What a view can observe stays as under Flask's default:
 
 - a call runs in a copy of the caller's context variables, and what the
-  coroutine sets is seen by the rest of the request (an async
-  ``before_request`` setting a ``ContextVar`` for the view), as asgiref
-  copies it back; unlike asgiref, it is undone when the request ends, so
-  the next request on that server thread starts clean;
+  coroutine sets is seen by the rest of the request, teardown included (an
+  async ``before_request`` setting a ``ContextVar`` for the view), as
+  asgiref copies it back; unlike Flask's default, each request of the app
+  runs in its own copy of the server thread's context variables, so the
+  next request on that thread starts clean;
 - tasks still pending when the coroutine returns are cancelled and awaited,
   and async generators it left open are closed, as ``asyncio.run`` does;
   each cancelled task is logged at WARNING with its coroutine's name;
@@ -28,12 +29,17 @@ What a view can observe stays as under Flask's default:
 
 Loops are closed when their thread ends and by :func:`close_idle_loops`
 (``db.shutdown()``); after ``os.fork`` the child never uses the parent's.
+Each loop has a thread of its own for asgiref's thread-sensitive
+``sync_to_async``; ``asyncio.to_thread`` uses one executor shared by all.
+
+One difference remains: a timer a view leaves behind (``loop.call_later``
+without awaiting it) is not dropped with a closed loop; it fires during a
+later request on that thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import logging
@@ -45,7 +51,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from flask import Flask, request_tearing_down
+from flask import Flask
 from flask.globals import _cv_request
 
 from .errors import ConfigError
@@ -60,16 +66,19 @@ CONFIG_KEY = "CASSANDRA_ASYNC_LOOPS"
 EXECUTOR_THREAD_PREFIX = "flask_cqlalchemy-executor"
 #: Its size: asyncio's default for one loop's executor.
 EXECUTOR_WORKERS = min(32, (os.cpu_count() or 1) + 4)
-
-#: Attribute of Flask's request context: the context variables its
-#: coroutines set in the server thread, to be reset when it ends.
-_CARRIED = "_cqlalchemy_carried_context"
+#: Name prefix of each loop's thread for asgiref's thread-sensitive ``sync_to_async``.
+SYNC_THREAD_PREFIX = "flask_cqlalchemy-sync"
 
 _SyncToAsync: Any
+_AsyncToSync: Any
 try:  # asgiref marks the threads it runs sync code in for an outer loop (WsgiToAsgi)
+    from asgiref.sync import AsyncToSync as _AsyncToSync
     from asgiref.sync import SyncToAsync as _SyncToAsync
 except ImportError:  # pragma: no cover - Flask's async views need asgiref anyway
-    _SyncToAsync = None
+    _SyncToAsync = _AsyncToSync = None
+
+#: True inside a request served by a per-thread app (see _RequestScope).
+_IN_REQUEST_SCOPE: contextvars.ContextVar[bool] = contextvars.ContextVar("flask_cqlalchemy_request_scope")
 
 
 def read_mode(config: Any) -> str:
@@ -82,13 +91,15 @@ def read_mode(config: Any) -> str:
 
 def install(app: Flask, mode: str) -> None:
     """Make ``app`` run its coroutines the ``mode`` way."""
-    current = app.__dict__.get("async_to_sync")
     if mode == PER_THREAD:
         app.async_to_sync = functools.partial(_async_to_sync, weakref.ref(app))  # type: ignore[method-assign]
-        request_tearing_down.connect(_forget_carried, app, weak=False)
-    elif isinstance(current, functools.partial) and current.func is _async_to_sync:
-        del app.async_to_sync  # set up again after a shutdown, now per-request
-        request_tearing_down.disconnect(_forget_carried, app)
+        if not isinstance(app.__dict__.get("wsgi_app"), _RequestScope):
+            app.wsgi_app = _RequestScope(app.wsgi_app)  # type: ignore[method-assign]
+    elif uses_thread_loops(app):  # set up again after a shutdown, now per-request
+        del app.async_to_sync
+        scope = app.__dict__.get("wsgi_app")
+        if isinstance(scope, _RequestScope):
+            app.wsgi_app = scope.wrapped  # type: ignore[method-assign]
 
 
 def uses_thread_loops(app: Flask) -> bool:
@@ -97,15 +108,32 @@ def uses_thread_loops(app: Flask) -> bool:
     return isinstance(current, functools.partial) and current.func is _async_to_sync
 
 
+class _RequestScope:
+    """The app's WSGI callable, run in a copy of the server thread's context
+    variables: what a request sets (its coroutines' values carried back,
+    its teardown functions') is seen by the rest of that request, teardown
+    included, and is gone for the next request on the thread."""
+
+    def __init__(self, wrapped: Callable[..., Any]) -> None:
+        self.wrapped = wrapped
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        return contextvars.copy_context().run(self._serve, environ, start_response)
+
+    def _serve(self, environ: Any, start_response: Any) -> Any:
+        _IN_REQUEST_SCOPE.set(True)
+        return self.wrapped(environ, start_response)
+
+
 def _async_to_sync(app_ref: weakref.ref[Flask], func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         running = asyncio._get_running_loop()
         if running is None and not _outer_asgiref_loop():
-            context = contextvars.copy_context()
+            call = _Call(func)
             try:
-                return _run(func, args, kwargs, context)
+                return _run(call, args, kwargs, contextvars.copy_context())
             finally:
-                _carry_back(context, until_request_ends=True)
+                _carry_back(call)
         holder: _ThreadLoop | None = getattr(_local, "holder", None)
         if running is not None and holder is not None and running is holder.loop:
             return _run_beside(func, args, kwargs)
@@ -135,18 +163,19 @@ def _run_beside(func: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, 
     the loop is busy waiting for it, so the call runs on a thread of its own
     and this one waits, as a sync call does."""
     context = contextvars.copy_context()
+    call = _Call(func)
     outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            outcome["result"] = _run(func, args, kwargs, context)
+            outcome["result"] = _run(call, args, kwargs, context)
         except BaseException as error:  # handed to the caller, whatever it is
             outcome["error"] = error
 
     thread = threading.Thread(target=target, name=f"flask_cqlalchemy nested {getattr(func, '__qualname__', func)}")
     thread.start()
     thread.join()
-    _carry_back(context, until_request_ends=False)
+    _carry_back(call)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
@@ -163,10 +192,17 @@ class _ThreadLoop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(_shared_executor())
+        if _AsyncToSync is not None:
+            # asgiref's thread-sensitive sync_to_async runs the function on the
+            # thread of the sync code that awaits it, which here is this loop's
+            # own: give each loop one thread of its own for that, as each
+            # server thread has under Flask's default (else asgiref falls back
+            # to a single thread for the whole process).
+            _AsyncToSync.loop_thread_executors[self.loop] = ThreadPoolExecutor(1, SYNC_THREAD_PREFIX)
         self.generation = _generation
         self.busy = False
         self.retired = False
-        self.finalizer = weakref.finalize(self, _close_quietly, self.loop)
+        self.finalizer = weakref.finalize(self, _close_in_owner, self.loop, os.getpid())
 
 
 _local = threading.local()
@@ -174,6 +210,11 @@ _lock = threading.Lock()
 _live: weakref.WeakSet[_ThreadLoop] = weakref.WeakSet()
 #: Bumped in a forked child: loops of an older generation are the parent's.
 _generation = 0
+#: Retired loops still running a call: the executor they use stays up until they return.
+_retired_busy: set[_ThreadLoop] = set()
+_executors_to_close: list[_SharedExecutor] = []
+#: In a forked child: the loops inherited from the parent (see _close_in_owner).
+_parents_loops: list[asyncio.AbstractEventLoop] = []
 
 
 def _take_loop() -> _ThreadLoop:
@@ -191,25 +232,62 @@ def _take_loop() -> _ThreadLoop:
 def _give_back(holder: _ThreadLoop) -> None:
     with _lock:
         holder.busy = False
-        if holder.retired:
-            _close_quietly(holder.loop)
+        if holder.retired and holder.generation == _generation:
+            _close(holder.loop)
+            _retired_busy.discard(holder)
+            if not _retired_busy:
+                while _executors_to_close:
+                    _executors_to_close.pop().close()
 
 
 def close_idle_loops() -> int:
     """Close every thread's loop (``db.shutdown()``); one running a call now
-    is closed when that call returns. Returns how many loops there were."""
+    is closed when that call returns, and the executor it may still use is
+    shut down after it. Returns how many loops there were."""
     global _executor
     with _lock:
         holders = list(_live)
         for holder in holders:
             holder.retired = True
-            if not holder.busy:
-                _close_quietly(holder.loop)
+            if holder.busy:
+                _retired_busy.add(holder)
+            else:
+                _close(holder.loop)
         _live.clear()
         executor, _executor = _executor, None
-    if executor is not None:
-        executor.close()
+        if executor is not None:
+            if _retired_busy:
+                _executors_to_close.append(executor)
+            else:
+                executor.close()
     return len(holders)
+
+
+def live_loops() -> int:
+    """How many thread loops are open in this process."""
+    with _lock:
+        return sum(not holder.loop.is_closed() for holder in _live)
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed() or loop.is_running():
+        return
+    loop.close()
+    if _AsyncToSync is not None:
+        sync_executor = _AsyncToSync.loop_thread_executors.pop(loop, None)
+        if sync_executor is not None:
+            sync_executor.shutdown(wait=False)
+
+
+def _close_in_owner(loop: asyncio.AbstractEventLoop, pid: int) -> None:
+    """The finaliser of a thread's loop. Only the process that made a loop
+    closes it: closing unregisters its wake-up socket from its epoll
+    instance, which a forked child shares with the parent, whose loop would
+    then sleep through every driver answer. A child keeps such loops, untouched."""
+    if os.getpid() == pid:
+        _close(loop)
+    else:
+        _parents_loops.append(loop)
 
 
 class _SharedExecutor(ThreadPoolExecutor):
@@ -236,27 +314,16 @@ def _shared_executor() -> _SharedExecutor:
     return _executor
 
 
-def live_loops() -> int:
-    """How many thread loops are open in this process."""
-    with _lock:
-        return sum(not holder.loop.is_closed() for holder in _live)
-
-
-def _close_quietly(loop: asyncio.AbstractEventLoop) -> None:
-    if not loop.is_closed() and not loop.is_running():
-        loop.close()
-
-
 def _forget_after_fork() -> None:
-    # The child has only the thread that forked. The parent's loops must not
-    # be run there, and not closed either: a closed loop unregisters its
-    # wake-up socket from its epoll instance, which the parent shares, and
-    # the parent's loop would then sleep through every driver answer. They
-    # are kept, untouched, for the life of the child.
+    # The child has only the thread that forked: the parent's loops must not
+    # be run here, nor closed (see _close_in_owner), nor their executors used
+    # (their threads are the parent's: a pool here would wait for them forever).
     global _generation, _lock, _executor
     _generation += 1
     _lock = threading.Lock()
-    _executor = None  # its threads are the parent's: a pool here would wait for them forever
+    _executor = None
+    _retired_busy.clear()
+    _executors_to_close.clear()
     for holder in list(_live):
         holder.retired = True
         holder.finalizer.detach()
@@ -264,8 +331,6 @@ def _forget_after_fork() -> None:
     _live.clear()
 
 
-#: In a forked child: the loops inherited from the parent (see _forget_after_fork).
-_parents_loops: list[asyncio.AbstractEventLoop] = []
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
@@ -274,73 +339,74 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 _MISSING = object()
 
 
-def _run(
-    func: Callable[..., Coroutine[Any, Any, Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    context: contextvars.Context,
-) -> Any:
-    """Run ``func(*args, **kwargs)`` on this thread's loop, in ``context``."""
+class _Call:
+    """One coroutine call: its main task, whether its end stops the loop,
+    and the context variables as the coroutine left them."""
+
+    __slots__ = ("func", "main", "stop_loop", "context")
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.main: asyncio.Task[Any] | None = None
+        self.stop_loop = True
+        self.context: contextvars.Context | None = None
+
+
+def _run(call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any], context: contextvars.Context) -> Any:
+    """Run ``call.func(*args, **kwargs)`` on this thread's loop, in ``context``."""
     holder = _take_loop()
     loop = holder.loop
     try:
-        coroutine = _watched(func(*args, **kwargs), loop)
+        coroutine = _watched(call.func(*args, **kwargs), loop, call)
         if sys.version_info >= (3, 11):
             task = loop.create_task(coroutine, context=context)
         else:  # pragma: no cover - Python 3.10: the task runs in a copy of ``context``
             task = context.run(loop.create_task, coroutine)
+        call.main = task
         try:
             # run_until_complete would stop the loop from the task's done
-            # callback, one more turn of the loop (and a select) later.
+            # callback, one more turn of the loop (and a select) later: the
+            # task stops it itself when the coroutine returns.
             loop.run_forever()
-            if not task.done():
-                raise RuntimeError("Event loop stopped before Future completed.")
-            return task.result()
-        finally:
-            _finish(loop, func)
+        except BaseException:
+            call.stop_loop = False
+            try:
+                _finish(loop, call)
+            except Exception:  # never in place of what is propagating
+                log.exception("cleaning up after %s failed", _name(call.func))
+            raise
+        call.stop_loop = False
+        stopped_early = not task.done()  # something else stopped the loop: the view is cancelled
+        _finish(loop, call)
+        if stopped_early:
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return task.result()
     finally:
         _give_back(holder)
 
 
-def _carry_back(context: contextvars.Context, until_request_ends: bool) -> None:
-    """Set in the caller's context what the coroutine set in ``context``, as
-    asgiref does. ``until_request_ends``: the caller is the server thread,
-    and the values are reset when the request context is torn down, so the
-    next request on this thread starts from what the thread had before."""
-    changed = [(var, value) for var, value in context.items() if var.get(_MISSING) is not value]
-    if not changed:
+def _carry_back(call: _Call) -> None:
+    """Set in the caller's context what the coroutine left in its own, as
+    asgiref does. Inside a request of a per-thread app the caller's context
+    is the request's own copy (_RequestScope); outside any request (a
+    script, the CLI) it is the thread's, as under Flask's default. While a
+    response streams, after the app returned, nothing is carried back: it
+    would stay in the server thread for its next request."""
+    context = call.context
+    if context is None:
         return
-    tokens = [var.set(value) for var, value in changed]
-    request_context = _cv_request.get(None)
-    if not until_request_ends or request_context is None:
-        return  # inside an outer call, or outside any request (a script, the CLI): kept, as under Flask's default
-    undo = getattr(request_context, _CARRIED, None)
-    if undo is None:
-        undo = []
-        setattr(request_context, _CARRIED, undo)
-    ident = threading.get_ident()
-    undo.extend((ident, var, token) for (var, _), token in zip(changed, tokens, strict=True))
-
-
-def _forget_carried(sender: Flask, **_: Any) -> None:
-    """``request_tearing_down``: undo what this request's coroutines set."""
-    request_context = _cv_request.get(None)
-    undo = getattr(request_context, _CARRIED, None)
-    if not undo:
+    if not _IN_REQUEST_SCOPE.get(False) and _cv_request.get(None) is not None:
         return
-    setattr(request_context, _CARRIED, None)
-    ident = threading.get_ident()
-    for thread, var, token in reversed(undo):
-        if thread == ident:
-            with contextlib.suppress(ValueError, RuntimeError):
-                var.reset(token)
+    for var, value in context.items():
+        if var.get(_MISSING) is not value:
+            var.set(value)
 
 
 #: Async generators first iterated during the current call, per thread.
 _agens = threading.local()
 
 
-async def _watched(coroutine: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
+async def _watched(coroutine: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, call: _Call) -> Any:
     # The loop installs its async-generator hooks for this thread while it
     # runs; keep its finaliser and note each generator started, so the ones
     # left open are closed when the call returns (asyncio.run closes them
@@ -358,25 +424,37 @@ async def _watched(coroutine: Coroutine[Any, Any, Any], loop: asyncio.AbstractEv
     try:
         return await coroutine
     finally:
-        loop.stop()  # takes effect once this turn of the loop is done
+        call.context = contextvars.copy_context()
+        if call.stop_loop:
+            loop.stop()  # takes effect once this turn of the loop is done
 
 
-def _finish(loop: asyncio.AbstractEventLoop, func: Callable[..., Any]) -> None:
+def _name(func: Any) -> str:
+    return str(getattr(func, "__qualname__", repr(func)))
+
+
+#: Cleaning up may start more tasks; it gives up on them after this many passes.
+_FINISH_PASSES = 10
+
+
+def _finish(loop: asyncio.AbstractEventLoop, call: _Call) -> None:
     """What ``asyncio.run`` does when its coroutine returns, loop kept open."""
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        coroutine = task.get_coro()
-        log.warning(
-            "cancelled task %s (coroutine %s) left pending by %s when it returned",
-            task.get_name(),
-            getattr(coroutine, "__qualname__", repr(coroutine)),
-            getattr(func, "__qualname__", repr(func)),
-        )
-        task.cancel()
-    if pending:
+    for _ in range(_FINISH_PASSES):
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        if not pending:
+            break
+        for task in pending:
+            coroutine = _name(call.func) if task is call.main else _name(task.get_coro())
+            log.warning(
+                "cancelled task %s (coroutine %s) left pending by %s when it returned",
+                task.get_name(),
+                coroutine,
+                _name(call.func),
+            )
+            task.cancel()
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         for task in pending:
-            if not task.cancelled() and task.exception() is not None:
+            if task is not call.main and not task.cancelled() and task.exception() is not None:
                 loop.call_exception_handler(
                     {
                         "message": "unhandled exception in a task cancelled when its view returned",
@@ -403,4 +481,17 @@ def _finish(loop: asyncio.AbstractEventLoop, func: Callable[..., Any]) -> None:
                     )
 
 
-__all__ = ["CONFIG_KEY", "MODES", "PER_REQUEST", "PER_THREAD", "close_idle_loops", "install", "live_loops", "read_mode"]
+__all__ = [
+    "CONFIG_KEY",
+    "EXECUTOR_THREAD_PREFIX",
+    "EXECUTOR_WORKERS",
+    "MODES",
+    "PER_REQUEST",
+    "PER_THREAD",
+    "SYNC_THREAD_PREFIX",
+    "close_idle_loops",
+    "install",
+    "live_loops",
+    "read_mode",
+    "uses_thread_loops",
+]

@@ -20,8 +20,10 @@ import subprocess
 import sys
 import threading
 import uuid
+from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from asgiref.wsgi import WsgiToAsgi
 from cassandra.cqlengine import connection as cqlengine_connection
 from flask import Flask, abort, copy_current_request_context, g, jsonify, request
@@ -38,6 +40,10 @@ adb = AsyncCQLAlchemy()
 db = adb.sync
 
 REQUEST_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("request_var")
+LEFT_BY_TEARDOWN: contextvars.ContextVar[str] = contextvars.ContextVar("left_by_teardown")
+MEETING = threading.Barrier(2, timeout=10)
+SHUTDOWN_STARTED = threading.Event()
+SHUTDOWN_DONE = threading.Event()
 events: list[str] = []
 seen_loops: list[asyncio.AbstractEventLoop] = []
 seen_threads: list[threading.Thread] = []
@@ -175,6 +181,51 @@ def build(name: str, **config: object) -> Flask:
         await asyncio.sleep(0)
         return str(asyncio.get_running_loop().is_closed())
 
+    @app.teardown_request
+    def teardown_sees(error):
+        if request.path == "/var/from-before-request":
+            events.append(f"teardown_request saw {REQUEST_VAR.get('unset')}")
+
+    @app.teardown_appcontext
+    async def teardown_sets(error):
+        if REQUEST_VAR.get("unset") == "set by before_request":
+            events.append(f"teardown_appcontext saw {REQUEST_VAR.get('unset')}")
+        LEFT_BY_TEARDOWN.set("left by an async teardown")
+
+    @app.get("/left-by-teardown")
+    def left_by_teardown():
+        return LEFT_BY_TEARDOWN.get("unset")
+
+    @app.get("/stop-the-loop")
+    async def stop_the_loop():
+        async def helper():
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                await asyncio.sleep(0)  # a cleanup that needs more turns of the loop
+                await asyncio.sleep(0)
+                events.append("helper cleaned up")
+
+        asyncio.get_running_loop().create_task(helper())
+        await asyncio.sleep(0)
+        asyncio.get_running_loop().stop()
+        await asyncio.sleep(10)
+        return "unreachable"
+
+    @app.get("/sync-to-async")
+    async def sync_to_async_view():
+        def meet() -> str:
+            MEETING.wait()  # both requests' functions must run at once
+            return threading.current_thread().name
+
+        return await sync_to_async(meet)()
+
+    @app.get("/to-thread-after-shutdown")
+    async def to_thread_after_shutdown():
+        SHUTDOWN_STARTED.set()
+        assert SHUTDOWN_DONE.wait(10)
+        return await asyncio.to_thread(lambda: "ran")
+
     return app
 
 
@@ -187,6 +238,9 @@ APPS = {"per-thread": per_thread, "per-request": per_request}
 
 @pytest.fixture(autouse=True)
 def fresh(clean_db):
+    # Flask's default (per_request) leaks context variables into this thread
+    REQUEST_VAR.set("unset")
+    LEFT_BY_TEARDOWN.set("unset")
     events.clear()
     seen_loops.clear()
     seen_threads.clear()
@@ -256,6 +310,7 @@ def test_a_sync_extension_gets_the_same_loops():
 
     @app.get("/count")
     async def count():
+        seen_loops.append(asyncio.get_running_loop())
         return str(await LoopNote.objects.acount())
 
     try:
@@ -263,6 +318,7 @@ def test_a_sync_extension_gets_the_same_loops():
         client = app.test_client()
         assert [client.get("/count").text for _ in range(3)] == ["1", "1", "1"]
         assert runner.uses_thread_loops(app)
+        assert len(seen_loops) == 3 and seen_loops[0] is seen_loops[1] is seen_loops[2]
     finally:
         sync_db.shutdown()
 
@@ -331,6 +387,53 @@ def test_flask_default_lets_it_leak_into_the_thread():
 def test_what_an_async_before_request_sets_is_seen_by_the_view(app):
     REQUEST_VAR.set("unset")
     assert app.test_client().get("/var/from-before-request").text == "set by before_request"
+
+
+def test_teardown_sees_what_async_hooks_set_and_nothing_leaks_from_it():
+    REQUEST_VAR.set("unset")
+    client = per_thread.test_client()
+    assert client.get("/var/from-before-request").text == "set by before_request"
+    assert events == [
+        "teardown_request saw set by before_request",
+        "teardown_appcontext saw set by before_request",
+    ]
+    # an async teardown_appcontext ran after that request, and after the next
+    assert [client.get("/left-by-teardown").text for _ in range(2)] == ["unset", "unset"]
+
+
+def test_flask_default_leaks_what_teardown_sets():
+    client = per_request.test_client()
+    LEFT_BY_TEARDOWN.set("unset")
+    client.get("/loop")
+    assert client.get("/left-by-teardown").text == "left by an async teardown"
+    LEFT_BY_TEARDOWN.set("unset")
+
+
+def test_a_view_that_stops_the_loop_fails_like_flask_default_and_cleans_up(caplog):
+    caplog.set_level(logging.WARNING, logger="flask_cqlalchemy")
+    for mode, app in APPS.items():
+        events.clear()
+        assert app.test_client().get("/stop-the-loop").status_code == 500, mode
+        assert events == ["helper cleaned up"], mode
+    caplog.clear()
+    assert per_thread.test_client().get("/loop").status_code == 200
+    assert [r for r in caplog.records if r.name == "flask_cqlalchemy.runner"] == []
+
+
+def test_thread_sensitive_sync_to_async_runs_per_server_thread_in_parallel():
+    answers: list[str] = []
+
+    def serve() -> None:
+        answers.append(per_thread.test_client().get("/sync-to-async").text)
+
+    MEETING.reset()
+    workers = [threading.Thread(target=serve) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    # each met the other inside the function: not queued on one thread for the process
+    assert len(answers) == 2 and all(a.startswith(runner.SYNC_THREAD_PREFIX) for a in answers), answers
 
 
 def test_pending_tasks_are_cancelled_before_the_response_and_logged(app, caplog):
@@ -508,6 +611,24 @@ def test_shutdown_closes_the_loops_and_other_apps_make_new_ones():
     assert runner.live_loops() == 1
 
 
+def test_shutdown_while_another_thread_serves_leaves_its_request_working():
+    SHUTDOWN_STARTED.clear()
+    SHUTDOWN_DONE.clear()
+    answer: list[Any] = []
+
+    def serve() -> None:
+        answer.append(per_thread.test_client().get("/to-thread-after-shutdown"))
+
+    worker = threading.Thread(target=serve)
+    worker.start()
+    assert SHUTDOWN_STARTED.wait(10)
+    runner.close_idle_loops()
+    SHUTDOWN_DONE.set()
+    worker.join()
+    assert answer[0].status_code == 200 and answer[0].text == "ran"
+    assert per_thread.test_client().get("/executor").text == "ok"
+
+
 def test_closing_the_loops_from_inside_a_view_waits_for_it_to_return():
     client = per_thread.test_client()
     assert client.get("/shutdown-inside").text == "False"
@@ -532,3 +653,4 @@ def test_a_forked_child_never_reuses_the_parents_loop():
     assert report["child"]["parents_loop_run_in_child"] is False
     assert report["child"]["same_loop_next_request"] is True
     assert report["parent_after"] == {"status": 200, "rows": report["parent"]["rows"], "same_loop_as_before": True}
+    assert report["other_thread_after"] == {"answers": [200, 200], "hung": False}

@@ -175,6 +175,7 @@ asyncio
     _get_running_loop                   the loop running in this thread, or None (runner)
 asgiref.sync
     SyncToAsync.threadlocal             main_event_loop(_pid): set in threads serving an outer loop (runner)
+    AsyncToSync.loop_thread_executors   loop -> executor for thread-sensitive sync_to_async on that loop (runner)
 """
 
 from __future__ import annotations
@@ -467,6 +468,7 @@ INTERNALS = [
     Internal("flask.globals", "_cv_request", attr(contextvars.ContextVar), "runner"),
     Internal("asyncio", "_get_running_loop", method(), "runner"),
     Internal("asgiref.sync:SyncToAsync", "threadlocal", attr(threading.local), "runner"),
+    Internal("asgiref.sync:AsyncToSync", "loop_thread_executors", attr(dict), "runner"),
 ]
 
 #: Functions flask_cqlalchemy replaces on a driver class: where it keeps the driver's own.

@@ -5,7 +5,9 @@ and the child serves two: the child must make a loop of its own (never
 running the parent's), keep it for its next request, and read from the
 node; the parent then keeps its loop, which must still wake up for the
 driver's answers (a child that closed its copy would unregister the
-parent's wake-up socket from their shared epoll instance). Prints one JSON
+parent's wake-up socket from their shared epoll instance), and so must the
+loop of another parent thread, idle during the fork (Python drops the other
+threads' state in the child, which finalises what they held). Prints one JSON
 line.
 """
 
@@ -15,6 +17,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 
 from flask import Flask, jsonify
 
@@ -40,6 +43,20 @@ def make(hosts: str, keyspace: str) -> tuple[Flask, AsyncCQLAlchemy]:
 def main() -> None:
     app, adb = make(sys.argv[1], sys.argv[2])
     client = app.test_client()
+    # A second server thread with a loop of its own, idle while the fork happens.
+    other_ready, other_go = threading.Event(), threading.Event()
+    other_answers: list[int] = []
+
+    def other_thread() -> None:
+        other_client = app.test_client()
+        other_answers.append(other_client.get("/read").status_code)
+        other_ready.set()
+        other_go.wait(60)
+        other_answers.append(other_client.get("/read").status_code)
+
+    other = threading.Thread(target=other_thread, name="other server thread")
+    other.start()
+    other_ready.wait(60)
     parent = client.get("/read")
     parents_loop = loops[-1]
     read_end, write_end = os.pipe()
@@ -68,6 +85,9 @@ def main() -> None:
     os.waitpid(pid, 0)
     child = json.loads(b"".join(chunks) or b'{"error": "no report"}')
     after = client.get("/read")
+    after_loop = loops[-1]
+    other_go.set()
+    other.join(20)  # a loop the child closed would never wake up for the driver's answer
     print(
         json.dumps(
             {
@@ -76,12 +96,15 @@ def main() -> None:
                 "parent_after": {
                     "status": after.status_code,
                     "rows": after.get_json()["rows"] if after.status_code == 200 else after.text,
-                    "same_loop_as_before": loops[-1] is parents_loop,
+                    "same_loop_as_before": after_loop is parents_loop,
                 },
+                "other_thread_after": {"answers": other_answers, "hung": other.is_alive()},
             }
         )
     )
     adb.sync.shutdown()
+    if other.is_alive():
+        os._exit(0)  # the report says it hung; do not wait for it at exit
 
 
 if __name__ == "__main__":
