@@ -252,6 +252,15 @@ def app(request) -> Flask:
     return APPS[request.param]
 
 
+def on_threads(serve, count: int) -> None:
+    """Run ``serve`` on ``count`` new threads at once, as a server's threads would; wait for all."""
+    workers = [threading.Thread(target=serve) for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
 def loop_ids(client, n: int) -> set[str]:
     return {client.get("/loop").text for _ in range(n)}
 
@@ -294,11 +303,7 @@ def test_one_loop_per_thread_serves_every_request_and_queries_on_it():
     def serve() -> None:
         other_threads.append(loop_ids(per_thread.test_client(), 3))
 
-    workers = [threading.Thread(target=serve) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    on_threads(serve, 2)
     main_loop = loop_ids(client, 1)
     assert [len(ids) for ids in other_threads] == [1, 1]
     assert len(main_loop | other_threads[0] | other_threads[1]) == 3
@@ -338,11 +343,7 @@ def test_every_thread_loop_shares_one_default_executor():
         for _ in range(3):
             assert client.get("/executor").text == "ok"
 
-    workers = [threading.Thread(target=serve) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    on_threads(serve, 4)
     assert len(seen_threads) == 12
     assert all(thread.name.startswith(runner.EXECUTOR_THREAD_PREFIX) for thread in seen_threads)
     assert len(set(map(id, seen_threads))) <= runner.EXECUTOR_WORKERS
@@ -427,11 +428,7 @@ def test_thread_sensitive_sync_to_async_runs_per_server_thread_in_parallel():
         answers.append(per_thread.test_client().get("/sync-to-async").text)
 
     MEETING.reset()
-    workers = [threading.Thread(target=serve) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    on_threads(serve, 2)
     # each met the other inside the function: not queued on one thread for the process
     assert len(answers) == 2 and all(a.startswith(runner.SYNC_THREAD_PREFIX) for a in answers), answers
 
@@ -585,9 +582,7 @@ def test_a_threads_loop_is_closed_when_the_thread_ends():
     def serve() -> None:
         assert per_thread.test_client().get("/loop").status_code == 200
 
-    worker = threading.Thread(target=serve)
-    worker.start()
-    worker.join()
+    on_threads(serve, 1)
     gc.collect()
     assert len(seen_loops) == 1 and seen_loops[0].is_closed()
 
