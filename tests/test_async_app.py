@@ -52,9 +52,11 @@ def serve(app) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
         # Let the requests in progress finish, then close every socket of the
-        # server (listener, trigger, open channels) so its loop returns.
+        # server (listener, trigger, open channels) from the server's own
+        # thread, between two selects, so that its loop returns (closing them
+        # from here raced the select: EBADF in the server thread).
         server.task_dispatcher.shutdown()
-        wasyncore.close_all(server._map)
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         thread.join(timeout=10)
         assert not thread.is_alive()
 
