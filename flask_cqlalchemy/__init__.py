@@ -6,6 +6,7 @@ from .errors import (
     InvalidCursor,
     InvalidPageSize,
     NotInitializedError,
+    RowNotFound,
     SchemaError,
 )
 from .extension import CQLAlchemy
@@ -23,6 +24,7 @@ __all__ = [
     "NotInitializedError",
     "Page",
     "RecordedQuery",
+    "RowNotFound",
     "SchemaError",
     "get_recorded_queries",
 ]

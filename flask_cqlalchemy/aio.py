@@ -2,7 +2,8 @@
 
 ``AsyncCQLAlchemy`` wraps a standard extension. Queries are sent with the
 driver's ``execute_async`` and awaited on whatever loop is running at that
-moment (Flask gives each ``async def`` view its own); cqlengine still
+moment (Flask gives each ``async def`` view its own, Quart runs them all
+on the server's); cqlengine still
 builds every statement (see :mod:`flask_cqlalchemy.execution`). Work the
 driver can only do blocking (connecting, DDL with its schema-agreement
 wait) runs in a worker thread so the loop stays free.
@@ -12,31 +13,36 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cassandra.cluster import _NOT_SET
 from cassandra.cqlengine.query import BatchQuery, check_applied
 from cassandra.query import SimpleStatement
-from flask import Flask
 
 from . import execution
 from .config import parse_consistency
 from .extension import CQLAlchemy
+
+if TYPE_CHECKING:
+    from flask.sansio.app import App
 
 
 class AsyncCQLAlchemy:
     """Awaitable schema helpers, raw CQL and batches over a :class:`CQLAlchemy`.
 
     ``AsyncCQLAlchemy(app)`` builds the standard extension inside;
-    ``CQLAlchemy(app).aio`` gives the facade of an existing one.
+    ``CQLAlchemy(app).aio`` gives the facade of an existing one. ``app`` is
+    a Flask or a Quart app.
     """
 
-    def __init__(self, app: Flask | None = None, *, sync: CQLAlchemy | None = None) -> None:
+    def __init__(self, app: App | None = None, *, sync: CQLAlchemy | None = None) -> None:
         self.sync = sync if sync is not None else CQLAlchemy()
+        if self.sync._aio is None:  # db.aio and the shell find this facade
+            self.sync._aio = self
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(self, app: App) -> None:
         """Initialise the wrapped extension for ``app`` (see :meth:`CQLAlchemy.init_app`)."""
         self.sync.init_app(app)
 
@@ -91,8 +97,8 @@ class AsyncCQLAlchemy:
 
     @staticmethod
     async def _in_thread(function: Any, *args: Any) -> Any:
-        # to_thread copies the context, so Flask's app context (a ContextVar)
-        # follows the call into the worker thread.
+        # to_thread copies the context, so the app context (a ContextVar of
+        # Flask or Quart) follows the call into the worker thread.
         return await asyncio.to_thread(function, *args)
 
     def __repr__(self) -> str:

@@ -9,6 +9,9 @@
 * ``flask cql status [--check]``: the cluster, its hosts, the keyspace and
   whether every model's table matches the model.
 
+A Quart app gets the same group as ``quart cql ...``: the same commands,
+options, messages and exit codes.
+
 Every command turns "no host answered" and a missing keyspace into a one-line
 error and exit code 1. A node that cannot be reached while the app loads
 (``init_app`` connects eagerly) fails before any command runs: set
@@ -17,6 +20,7 @@ error and exit code 1. A node that cannot be reached while the app loads
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,14 +32,15 @@ from cassandra.cluster import NoHostAvailable
 from cassandra.cqlengine import CQLEngineException, columns, management
 from cassandra.cqlengine import connection as cqlengine_connection
 from cassandra.metadata import TableMetadataV3
-from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from . import frameworks
 from .errors import CQLAlchemyError
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster
     from cassandra.metadata import TableMetadata
+    from flask.sansio.app import App
 
     from .config import Settings
     from .extension import AppState
@@ -58,22 +63,49 @@ SYSTEM_KEYSPACES = frozenset(
 )
 
 
-def register_cli(app: Flask) -> None:
-    """Add ``flask cql`` to ``app`` (once)."""
+def register_cli(app: App) -> None:
+    """Add ``flask cql`` (``quart cql`` to a Quart app) to ``app`` (once)."""
     if "cql" not in app.cli.commands:
-        app.cli.add_command(cql)
+        app.cli.add_command(_quart_group() if frameworks.is_quart(app) else cql)
+
+
+@functools.lru_cache(maxsize=1)
+def _quart_group() -> click.Group:
+    """The commands of :data:`cql`, each run in Quart's app context instead
+    of Flask's (Flask's ``AppGroup`` cannot find a Quart app)."""
+    from quart.cli import AppGroup as QuartAppGroup
+    from quart.cli import with_appcontext
+
+    group = QuartAppGroup(cql.name, help=cql.help)
+    for command in cql.commands.values():
+        quart_command = copy.copy(command)
+        # Flask's AppGroup wrapped the callback in its with_appcontext
+        quart_command.callback = with_appcontext(command.callback.__wrapped__)  # type: ignore[union-attr]
+        group.add_command(quart_command)
+    return group
 
 
 # -- shared plumbing ------------------------------------------------------------------
 
 
+def _current_app() -> App:
+    app = frameworks.current_app()
+    if app is None:  # pragma: no cover - both frameworks run the commands in an app context
+        raise click.ClickException("no app context: run the command as `flask cql ...` or `quart cql ...`")
+    return app
+
+
 def _state() -> AppState:
-    state: AppState | None = current_app.extensions.get("cqlalchemy")
+    app = _current_app()
+    state: AppState | None = app.extensions.get("cqlalchemy")
     if state is None:
-        raise click.ClickException(
-            f"app {current_app.name!r} has no CQLAlchemy: call db.init_app(app) in the app factory"
-        )
+        raise click.ClickException(f"app {app.name!r} has no CQLAlchemy: call db.init_app(app) in the app factory")
     return state
+
+
+def _command(rest: str) -> str:
+    """``flask cql <rest>``, or ``quart cql <rest>`` for a Quart app."""
+    return f"{frameworks.framework_name(_current_app())} cql {rest}"
 
 
 def _describe_hosts(settings: Settings) -> str:
@@ -100,7 +132,7 @@ def _cli_errors(command: F) -> F:
                 hosts = ", ".join(str(endpoint) for endpoint in errors)
                 details = "; ".join(str(reason) for reason in errors.values())
             else:
-                state = current_app.extensions.get("cqlalchemy")
+                state = _current_app().extensions.get("cqlalchemy")
                 hosts = _describe_hosts(state.settings) if state is not None else "the configured hosts"
                 details = str(exc.args[0]) if exc.args else "no host available"
             raise click.ClickException(_unreachable_message(hosts, details)) from exc
@@ -155,7 +187,7 @@ class Clusters:
 def _missing_keyspace(name: str, bind: str | None = None) -> click.ClickException:
     where = f" on bind {bind!r}" if bind else ""
     return click.ClickException(
-        f"keyspace {name!r} does not exist{where}; create it with `flask cql create-keyspace {name}`"
+        f"keyspace {name!r} does not exist{where}; create it with `{_command('create-keyspace ' + name)}`"
         + (" against that cluster" if bind else "")
     )
 
@@ -557,7 +589,7 @@ def status_command(check: bool) -> None:
             click.echo(f"  {user_type.__name__}  {state.keyspace}.{user_type.type_name()}  {verdict}")
 
     if out_of_sync:
-        click.echo(f"schema:    out of sync ({', '.join(dict.fromkeys(out_of_sync))}): run `flask cql sync`")
+        click.echo(f"schema:    out of sync ({', '.join(dict.fromkeys(out_of_sync))}): run `{_command('sync')}`")
         if check:
             raise click.exceptions.Exit(1)
     else:

@@ -6,7 +6,12 @@ cursor, the page size) so the message alone is enough to fix it.
 
 from __future__ import annotations
 
-from werkzeug.exceptions import BadRequest
+import json
+from typing import Any
+
+from werkzeug.exceptions import BadRequest, NotFound
+
+from . import frameworks
 
 
 class CQLAlchemyError(Exception):
@@ -32,13 +37,70 @@ class SchemaError(CQLAlchemyError):
     """A schema operation was refused (bad keyspace name, missing keyspace)."""
 
 
-class InvalidCursor(BadRequest, CQLAlchemyError):
-    """A pagination cursor is malformed, tampered with, or belongs to another query.
+class HTTPError(CQLAlchemyError):
+    """An error of this extension that is also an HTTP answer (a werkzeug
+    ``HTTPException``): a view that lets it propagate answers its status.
 
-    It is a :class:`werkzeug.exceptions.BadRequest`, so a Flask view that lets
-    it propagate answers 400 rather than 500.
+    When the app has the extension's error handlers on
+    (``CASSANDRA_ERROR_HANDLERS``, the default) the body is JSON, of the same
+    shape as the other errors the extension answers::
+
+        {"error": "not found", "message": "..."}
+
+    otherwise the framework's usual error page. Either way an error handler
+    of the app for the status or for ``HTTPException`` takes precedence: it
+    receives the exception and answers as it likes.
     """
 
+    #: The ``error`` member of the JSON body.
+    error_name = "invalid value"
+    #: The request field at fault, added to the JSON body when set.
+    field: str | None = None
 
-class InvalidPageSize(BadRequest, CQLAlchemyError):
-    """``per_page`` is not a whole number between 1 and the configured maximum."""
+    def json_body(self) -> dict[str, Any]:
+        """The JSON answer's members."""
+        body: dict[str, Any] = {"error": self.error_name, "message": self.description}  # type: ignore[attr-defined]
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        if not _json_errors():
+            return super().get_headers(environ, scope)  # type: ignore[misc,no-any-return]
+        return [("Content-Type", "application/json")]
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        if not _json_errors():
+            return super().get_body(environ, scope)  # type: ignore[misc,no-any-return]
+        return json.dumps(self.json_body()) + "\n"
+
+
+def _json_errors() -> bool:
+    app = frameworks.current_app()
+    state = app.extensions.get("cqlalchemy") if app is not None else None
+    return bool(getattr(state, "json_errors", False))
+
+
+class InvalidCursor(HTTPError, BadRequest):
+    """A pagination cursor is malformed, tampered with, or belongs to another query.
+
+    It is a :class:`werkzeug.exceptions.BadRequest`, so a view that lets it
+    propagate answers 400 rather than 500 (JSON naming ``"field": "cursor"``
+    with the extension's error handlers on).
+    """
+
+    field = "cursor"
+
+
+class InvalidPageSize(HTTPError, BadRequest):
+    """``per_page`` is not a whole number between 1 and the configured maximum (400)."""
+
+    field = "per_page"
+
+
+class RowNotFound(HTTPError, NotFound):
+    """No row matched a ``get_or_404``/``first_or_404`` (or async twin): a
+    :class:`werkzeug.exceptions.NotFound`, so the view answers 404 (JSON with
+    the extension's error handlers on, like a plain ``get`` that misses)."""
+
+    error_name = "not found"

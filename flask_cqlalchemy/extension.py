@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401 - its exit hook is registered before ours (see the end)
 import contextlib
 import itertools
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -19,10 +21,8 @@ from cassandra.cqlengine import connection as cqlengine_connection
 from cassandra.cqlengine.query import DoesNotExist, MultipleObjectsReturned, QueryException
 from cassandra.cqlengine.usertype import UserType
 from cassandra.query import SimpleStatement
-from flask import Flask, jsonify
-from flask.globals import _cv_app
 
-from . import cqlengine_defaults, execution, runner
+from . import cqlengine_defaults, execution, frameworks, runner
 from .cli import register_cli
 from .config import Settings, parse_consistency, read_binds, read_settings, validate_keyspace_name
 from .errors import ConfigError, NotInitializedError, SchemaError
@@ -30,6 +30,8 @@ from .model import make_model_base, make_user_type_base
 from .pagination import CursorCodec
 
 if TYPE_CHECKING:
+    from flask.sansio.app import App
+
     from .aio import AsyncCQLAlchemy
 
 log = logging.getLogger("flask_cqlalchemy")
@@ -67,6 +69,8 @@ class AppState:
     keyspace: str
     cursor_codec: CursorCodec
     binds: dict[str, Bind]
+    #: ``CASSANDRA_ERROR_HANDLERS``: the extension's errors answer JSON.
+    json_errors: bool = False
     _default_bind: Bind | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -179,6 +183,29 @@ def _forget_connections_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
+def _close_clusters_at_exit() -> None:
+    """Close this process's clusters as the interpreter begins to exit.
+
+    The driver closes its clusters in an ``atexit`` hook, but by then the
+    interpreter has already refused new work to every thread pool (its exit
+    hooks for threads run first, while non-daemon threads are still being
+    joined): a task of the driver's scheduler falling due in between failed
+    with "Exception in thread Task Scheduler: RuntimeError: cannot schedule
+    new futures after shutdown". Closed here, before the pools are, nothing
+    is left to fall due.
+    """
+    for connection in list(_Connection.live):
+        cluster = connection.cluster
+        if cluster is not None and not cluster.is_shutdown:
+            with contextlib.suppress(Exception):
+                cluster.shutdown()
+
+
+# Hooks for threads run in reverse order of registration: this one runs
+# before the one concurrent.futures registered when it was imported (above).
+threading._register_atexit(_close_clusters_at_exit)  # type: ignore[attr-defined]
+
+
 @contextlib.contextmanager
 def _schema_change() -> Iterator[None]:
     """Around every schema call of this extension.
@@ -207,7 +234,7 @@ class CQLAlchemy:
     types on :attr:`UserType`.
     """
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self, app: App | None = None) -> None:
         self.columns = columns
         self.Model: Any = make_model_base(self)
         self.UserType: Any = make_user_type_base(self)
@@ -218,8 +245,10 @@ class CQLAlchemy:
 
     # -- set-up -------------------------------------------------------------
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(self, app: App) -> None:
         """Read the app's ``CASSANDRA_*`` config and connect (unless lazy).
+
+        ``app`` is a Flask or a Quart app.
 
         Raises :class:`~flask_cqlalchemy.errors.ConfigError` naming the
         missing or malformed key, ``RuntimeError`` if the app already has a
@@ -233,7 +262,8 @@ class CQLAlchemy:
             )
         settings = read_settings(app.config)
         bind_settings = read_binds(app.config)
-        loops = runner.read_mode(app.config)
+        quart = frameworks.is_quart(app)
+        loops = runner.read_mode(app.config, quart=quart)
         secret = settings.cursor_secret or _as_bytes(app.secret_key)
         name = self._connect(app, "", settings)
         binds = {}
@@ -244,18 +274,21 @@ class CQLAlchemy:
             for registered in [name, *(b.connection_name for b in binds.values())]:
                 cqlengine_connection.unregister_connection(registered)
             raise
-        state = AppState(self, app.name, settings, name, settings.keyspace, CursorCodec(secret), binds)
+        json_errors = bool(app.config.get("CASSANDRA_ERROR_HANDLERS", True))
+        state = AppState(self, app.name, settings, name, settings.keyspace, CursorCodec(secret), binds, json_errors)
+        frameworks.adopt(app)
         app.extensions[EXTENSION_KEY] = state
         self._states.append(state)
         cqlengine_defaults.adopt(state)
-        runner.install(app, loops)
-        if app.config.get("CASSANDRA_ERROR_HANDLERS", True):
+        if not quart:  # Quart runs every coroutine on the server's loop already
+            runner.install(app, loops)  # type: ignore[arg-type]
+        if json_errors:
             _register_error_handlers(app)
         app.shell_context_processor(self._shell_context)
         register_cli(app)
         log.debug("initialised for app %s, keyspace %s", app.name, settings.keyspace)
 
-    def _connect(self, app: Flask, bind: str, settings: Settings) -> str:
+    def _connect(self, app: App, bind: str, settings: Settings) -> str:
         """Register (and, unless lazy, open) one cqlengine connection; return its name."""
         name = f"flask_cqlalchemy.{next(_connection_ids)}.{app.name}" + (f".{bind}" if bind else "")
         connection = _Connection(name, settings, self)
@@ -274,15 +307,15 @@ class CQLAlchemy:
         return self.state() if self._states else None
 
     def state(self) -> AppState:
-        """The state of the current app, or of the last app initialised when
-        no app context is active (scripts, the Python shell).
+        """The state of the current app (Flask's or Quart's app context), or
+        of the last app initialised when no app context is active (scripts,
+        the Python shell).
 
         Raises :class:`~flask_cqlalchemy.errors.NotInitializedError` before any ``init_app``.
         """
-        # Asked for on every query: Flask's context variable read directly
-        # rather than through the current_app proxy (same answer, less work).
-        app_context = _cv_app.get(None)
-        if app_context is not None:
+        # Asked for on every query: the frameworks' context variables read
+        # directly rather than through a current_app proxy.
+        for app_context in frameworks.app_contexts():
             state = app_context.app.extensions.get(EXTENSION_KEY)
             if state is not None and state.ext is self:
                 return state
@@ -292,7 +325,7 @@ class CQLAlchemy:
             )
         return self._states[-1]
 
-    def shutdown(self, app: Flask | None = None) -> None:
+    def shutdown(self, app: App | None = None) -> None:
         """Close the cluster connections of ``app``, or of every app this
         extension serves. A closed app must be initialised again to be used."""
         states = [s for s in self._states if app is None or app.extensions.get(EXTENSION_KEY) is s]
@@ -302,7 +335,7 @@ class CQLAlchemy:
                 log.debug("shut down %s", name)
             self._states.remove(state)
             cqlengine_defaults.release(state)
-        if app is None or runner.uses_thread_loops(app):
+        if app is None or runner.uses_thread_loops(app):  # type: ignore[arg-type]
             # The loops are the process's, not one app's: an app still
             # serving makes itself a new one at its next async call.
             runner.close_idle_loops()
@@ -458,10 +491,36 @@ class CQLAlchemy:
         return self._aio
 
     def _shell_context(self) -> dict[str, Any]:
-        return {"db": self, **{model.__name__: model for model in self.models}}
+        """``flask shell`` / ``quart shell``: the extension as ``db``, its async
+        facade under the name the app's code gave it (``adb`` if none is
+        found), and every model by its class name."""
+        context: dict[str, Any] = {"db": self}
+        app = frameworks.current_app()
+        names = _global_names(app.import_name if app is not None else "__main__")
+        facade = self.aio
+        context[names.get(id(facade), "adb")] = facade
+        own_name = names.get(id(self))
+        if own_name is not None and own_name not in context:
+            context[own_name] = self
+        context.update((model.__name__, model) for model in self.models)
+        return context
 
     def __repr__(self) -> str:
         return f"<CQLAlchemy apps={[s.app_name for s in self._states]}>"
+
+
+def _global_names(import_name: str) -> dict[int, str]:
+    """id -> name of the public module-level objects of the app's package
+    (``import_name``'s top-level package) and of ``__main__``."""
+    top = import_name.partition(".")[0]
+    names: dict[int, str] = {}
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not (module_name in (top, "__main__") or module_name.startswith(top + ".")):
+            continue
+        for name, value in list(vars(module).items()):
+            if not name.startswith("_"):
+                names.setdefault(id(value), name)
+    return names
 
 
 def _subclasses(base: type) -> list[Any]:
@@ -481,23 +540,25 @@ def _as_bytes(secret: Any) -> bytes | None:
     return secret if isinstance(secret, bytes) else None
 
 
-def _register_error_handlers(app: Flask) -> None:
+def _register_error_handlers(app: App) -> None:
     """A user's invalid value or filter is a 400, a row that is not there a
     404, a cluster that cannot answer a 503. Several rows where one was
-    expected stays a server error: that is the code's mistake, not the user's."""
+    expected stays a server error: that is the code's mistake, not the user's.
+    The extension's own HTTP errors (``*_or_404``, cursors) answer JSON by
+    themselves (:class:`~flask_cqlalchemy.errors.HTTPError`)."""
 
     def invalid(error: Exception) -> Any:
-        return jsonify(error="invalid value", message=str(error)), 400
+        return frameworks.json_response(app, 400, {"error": "invalid value", "message": str(error)})
 
     def not_found(error: Exception) -> Any:
-        return jsonify(error="not found", message=str(error) or type(error).__name__), 404
+        return frameworks.json_response(app, 404, {"error": "not found", "message": str(error) or type(error).__name__})
 
     def server_error(error: Exception) -> Any:
         raise error
 
     def unavailable(error: Exception) -> Any:
         log.warning("Cassandra unavailable: %s", error)
-        return jsonify(error="database unavailable", message=type(error).__name__), 503
+        return frameworks.json_response(app, 503, {"error": "database unavailable", "message": type(error).__name__})
 
     app.register_error_handler(ValidationError, invalid)
     app.register_error_handler(QueryException, invalid)

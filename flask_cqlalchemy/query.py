@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cassandra.cluster import ResultSet
 from cassandra.cqlengine.query import ModelQuerySet, check_applied
-from flask import abort
 
 from . import execution
+from .errors import RowNotFound
 from .pagination import CursorCodec, Page, check_per_page
 
 if TYPE_CHECKING:
@@ -132,17 +132,17 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
     # -- sync twins ---------------------------------------------------------
 
     def get_or_404(self, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
-        """Like ``get``, but aborts with 404 when no row matches."""
+        """Like ``get``, but raises :class:`~flask_cqlalchemy.RowNotFound` (404) when no row matches."""
         try:
             return self.get(*args, **kwargs)
         except self.model.DoesNotExist:
-            abort(404, description=description or self._not_found(kwargs))
+            raise RowNotFound(description or self._not_found(kwargs)) from None
 
     def first_or_404(self, description: str | None = None) -> Any:
-        """Like ``first``, but aborts with 404 when no row matches."""
+        """Like ``first``, but raises :class:`~flask_cqlalchemy.RowNotFound` (404) when no row matches."""
         obj = self.first()
         if obj is None:
-            abort(404, description=description or self._not_found({}))
+            raise RowNotFound(description or self._not_found({}))
         return obj
 
     def paginate(self, per_page: Any = 20, cursor: str | None = None) -> Page[Any]:
@@ -175,11 +175,11 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         return found[0]
 
     async def aget_or_404(self, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
-        """Like :meth:`aget`, but aborts with 404 when no row matches."""
+        """Like :meth:`aget`, but raises :class:`~flask_cqlalchemy.RowNotFound` (404) when no row matches."""
         try:
             return await self.aget(*args, **kwargs)
         except self.model.DoesNotExist:
-            abort(404, description=description or self._not_found(kwargs))
+            raise RowNotFound(description or self._not_found(kwargs)) from None
 
     async def afirst(self) -> Any:
         """Await the first matching row, or None."""
@@ -187,10 +187,10 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         return found[0] if found else None
 
     async def afirst_or_404(self, description: str | None = None) -> Any:
-        """Like :meth:`afirst`, but aborts with 404 when no row matches."""
+        """Like :meth:`afirst`, but raises :class:`~flask_cqlalchemy.RowNotFound` (404) when no row matches."""
         obj = await self.afirst()
         if obj is None:
-            abort(404, description=description or self._not_found({}))
+            raise RowNotFound(description or self._not_found({}))
         return obj
 
     async def aall(self) -> list[Any]:

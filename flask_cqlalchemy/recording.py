@@ -1,7 +1,8 @@
 """Query recording, like Flask-SQLAlchemy's ``record_queries``.
 
 With ``CASSANDRA_RECORD_QUERIES`` on, every statement an app's connection
-sends during a request (or any app context) is kept in ``flask.g`` with its
+sends during a request (or any app context) is kept in the app context's
+``g`` (Flask's or Quart's) with its
 CQL, parameters, duration, the line of user code that caused it, and whether
 it went sync or async. Off (the default), nothing of this runs.
 """
@@ -14,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from flask import g, has_app_context
+from . import frameworks
 
 _G_KEY = "_cqlalchemy_queries"
 
@@ -38,9 +39,10 @@ def _plumbing() -> tuple[str, ...]:
         for m in (asyncio, concurrent.futures, cassandra, flask, werkzeug, flask_cqlalchemy)
     ]
     places.append(threading.__file__ or "threading.py")
-    asgiref = sys.modules.get("asgiref")
-    if asgiref is not None and asgiref.__file__:
-        places.append(os.path.dirname(asgiref.__file__) + os.sep)
+    for optional in ("asgiref", "quart", "hypercorn"):
+        module = sys.modules.get(optional)
+        if module is not None and module.__file__:
+            places.append(os.path.dirname(module.__file__) + os.sep)
     return tuple(places)
 
 
@@ -58,14 +60,16 @@ class RecordedQuery:
 
 def get_recorded_queries() -> list[RecordedQuery]:
     """The statements recorded in the current app context (empty outside one)."""
-    if not has_app_context():
+    g = frameworks.current_globals()
+    if g is None:
         return []
     return list(g.get(_G_KEY, ()))
 
 
 def sink() -> list[RecordedQuery] | None:
     """Where to put the records of a statement sent now: this app context's list."""
-    if not has_app_context():
+    g = frameworks.current_globals()
+    if g is None:
         return None
     records = g.get(_G_KEY)
     if records is None:

@@ -81,11 +81,20 @@ except ImportError:  # pragma: no cover - Flask's async views need asgiref anywa
 _IN_REQUEST_SCOPE: contextvars.ContextVar[bool] = contextvars.ContextVar("flask_cqlalchemy_request_scope")
 
 
-def read_mode(config: Any) -> str:
-    """The app's ``CASSANDRA_ASYNC_LOOPS``; ``ConfigError`` for anything else."""
+def read_mode(config: Any, *, quart: bool = False) -> str:
+    """The app's ``CASSANDRA_ASYNC_LOOPS``; ``ConfigError`` for anything else.
+
+    A Quart app runs every coroutine on its server's event loop: there is no
+    loop per request to replace, so ``"per-thread"`` is refused for it.
+    """
     mode = config.get(CONFIG_KEY, PER_REQUEST)
     if mode not in MODES:
         raise ConfigError(CONFIG_KEY, f"expected {PER_REQUEST!r} (Flask's default) or {PER_THREAD!r}, got {mode!r}")
+    if quart and mode == PER_THREAD:
+        raise ConfigError(
+            CONFIG_KEY,
+            f"{PER_THREAD!r} is for Flask apps; a Quart app runs its views on the server's event loop (remove the key)",
+        )
     return str(mode)
 
 

@@ -11,7 +11,7 @@ As a pytest plugin, enabled in your top-level ``conftest.py``::
 it gives these fixtures:
 
 ``cql_app`` (session, yours to define)
-    Your Flask app, the one ``db.init_app(app)`` ran on.
+    Your Flask or Quart app, the one ``db.init_app(app)`` ran on.
 ``cql_db`` (session)
     The app's :class:`~flask_cqlalchemy.CQLAlchemy`, found on ``cql_app``;
     define it yourself to pick another.
@@ -22,7 +22,9 @@ it gives these fixtures:
     ends (``--cql-keep-keyspace`` keeps it for a look afterwards).
 ``cql_clean_db`` (function)
     ``cql_db`` with every table of the keyspace emptied before the test and
-    an app context pushed for the test's duration.
+    the app's context current for the test's duration (for a Quart app: the
+    extension's lookups and ``g``; Quart's app-context signals and teardown
+    functions run only in ``async with app.app_context()``).
 
 Options (command line or ini file): ``--cql-keep-keyspace``,
 ``cql_keyspace_prefix`` (default ``test_``), ``cql_replication_factor``
@@ -41,11 +43,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from flask import Flask
 
 from .config import validate_keyspace_name
+from .frameworks import app_context
 
 if TYPE_CHECKING:
+    from flask.sansio.app import App
+
     from .extension import CQLAlchemy
 
 EXTENSION_KEY = "cqlalchemy"
@@ -58,7 +62,7 @@ class KeyspaceWarning(UserWarning):
     """A model lives outside the throw-away keyspace and was left alone."""
 
 
-def extension_of(app: Flask) -> CQLAlchemy:
+def extension_of(app: App) -> CQLAlchemy:
     """The :class:`~flask_cqlalchemy.CQLAlchemy` that ``init_app`` registered on ``app``."""
     state = app.extensions.get(EXTENSION_KEY)
     if state is None:
@@ -74,7 +78,7 @@ def new_keyspace_name(prefix: str = "test_") -> str:
 
 @contextlib.contextmanager
 def temporary_keyspace(
-    app: Flask,
+    app: App,
     db: CQLAlchemy | None = None,
     *,
     name: str | None = None,
@@ -91,7 +95,7 @@ def temporary_keyspace(
     """
     db = db if db is not None else extension_of(app)
     name = validate_keyspace_name(name) if name is not None else new_keyspace_name(prefix)
-    with app.app_context():
+    with app_context(app):
         db.create_keyspace_simple(name, replication_factor)
         try:
             db.set_keyspace(name)
@@ -104,7 +108,7 @@ def temporary_keyspace(
     try:
         yield name
     finally:
-        with app.app_context():
+        with app_context(app):
             db.set_keyspace(None)
             if not keep:
                 db.drop_keyspace(name)
@@ -178,8 +182,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 @pytest.fixture(scope="session")
-def cql_app() -> Flask:
-    """Your Flask app: define a session-scoped ``cql_app`` fixture in your conftest.py."""
+def cql_app() -> App:
+    """Your Flask or Quart app: define a session-scoped ``cql_app`` fixture in your conftest.py."""
     pytest.fail(
         "flask_cqlalchemy.testing needs your app: define a session-scoped fixture in conftest.py,\n"
         "    @pytest.fixture(scope='session')\n"
@@ -190,7 +194,7 @@ def cql_app() -> Flask:
 
 
 @pytest.fixture(scope="session")
-def cql_db(cql_app: Flask) -> CQLAlchemy:
+def cql_db(cql_app: App) -> CQLAlchemy:
     """The CQLAlchemy registered on ``cql_app``."""
     try:
         return extension_of(cql_app)
@@ -199,7 +203,7 @@ def cql_db(cql_app: Flask) -> CQLAlchemy:
 
 
 @pytest.fixture(scope="session")
-def cql_keyspace(request: pytest.FixtureRequest, cql_app: Flask, cql_db: CQLAlchemy) -> Iterator[str]:
+def cql_keyspace(request: pytest.FixtureRequest, cql_app: App, cql_db: CQLAlchemy) -> Iterator[str]:
     """A throw-away keyspace holding the app's tables for this test session."""
     config = request.config
     keep = config.getoption("--cql-keep-keyspace") or config.getini("cql_keep_keyspace")
@@ -222,9 +226,9 @@ def cql_keyspace(request: pytest.FixtureRequest, cql_app: Flask, cql_db: CQLAlch
 
 
 @pytest.fixture()
-def cql_clean_db(cql_app: Flask, cql_db: CQLAlchemy, cql_keyspace: str) -> Iterator[CQLAlchemy]:
+def cql_clean_db(cql_app: App, cql_db: CQLAlchemy, cql_keyspace: str) -> Iterator[CQLAlchemy]:
     """``cql_db`` with every table of the test keyspace empty, in an app context."""
-    with cql_app.app_context():
+    with app_context(cql_app):
         empty_tables(cql_db, cql_keyspace)
         yield cql_db
 

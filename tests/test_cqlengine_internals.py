@@ -169,8 +169,12 @@ cassandra.metadata
     TableMetadataV3._make_option_strings   classmethod: a model's __options__ as CQL (cli)
     TableMetadata.options               instance attribute: the table's options
 flask.globals
-    _cv_app                             the app context variable: .get(None) is the AppContext, whose .app
+    _cv_app                             the app context variable: .get(None) is the AppContext, with .app, .g
     _cv_request                         the request context variable: .get(None) is the RequestContext (runner)
+quart.globals
+    _cv_app                             Quart's app context variable: .get(None) is its AppContext, with .app, .g
+threading
+    _register_atexit                    exit hooks, newest first, before thread pools refuse work
 asyncio
     _get_running_loop                   the loop running in this thread, or None (runner)
 asgiref.sync
@@ -464,7 +468,9 @@ INTERNALS = [
     Internal("cassandra.metadata:TableMetadata", "_make_option_strings", classmeth("options_map"), "cli"),
     Internal("cassandra.metadata:TableMetadataV3", "_make_option_strings", classmeth("options_map"), "cli"),
     Internal("cassandra.metadata:TableMetadata", "options", inst(dict), "cli"),
-    Internal("flask.globals", "_cv_app", attr(contextvars.ContextVar), "extension"),
+    Internal("flask.globals", "_cv_app", attr(contextvars.ContextVar), "frameworks"),
+    Internal("quart.globals", "_cv_app", attr(contextvars.ContextVar), "frameworks"),
+    Internal("threading", "_register_atexit", method("func"), "extension"),
     Internal("flask.globals", "_cv_request", attr(contextvars.ContextVar), "runner"),
     Internal("asyncio", "_get_running_loop", method(), "runner"),
     Internal("asgiref.sync:SyncToAsync", "threadlocal", attr(threading.local), "runner"),
@@ -579,7 +585,7 @@ def _docstring_entries() -> dict[str, str]:
     entries: dict[str, str] = {}
     module = None
     for line in (__doc__ or "").splitlines():
-        if re.fullmatch(r"(cassandra|flask|asyncio|asgiref)[\w.]*", line):
+        if re.fullmatch(r"(cassandra|flask|quart|threading|asyncio|asgiref)[\w.]*", line):
             module = line
         elif module and line.startswith("    ") and line.strip():
             name, _, why = line.strip().partition(" ")
