@@ -1,4 +1,8 @@
-"""The async facade against the real node: same results as the sync API."""
+"""The async facade against the real node: same results as the sync API.
+
+Every scenario runs inside an async view, once of a Flask app and once of a
+Quart app served by the same extension (``run`` is parametrised).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,14 @@ from flask_cqlalchemy import CQLAlchemy
 from flask_cqlalchemy.aio import AsyncCQLAlchemy
 
 from .conftest import KEYSPACE, make_app
+from .support.frameworks import FRAMEWORKS, InView, make_framework_app
 
 app = make_app(__name__)
-adb = AsyncCQLAlchemy(app)
+quart_app = make_framework_app("quart", __name__ + "_quart")
+adb = AsyncCQLAlchemy(quart_app)
+adb.init_app(app)  # last: outside any app context, the extension uses this one
 db = adb.sync
+in_views = {"flask": InView(app), "quart": InView(quart_app)}
 
 
 class AioUser(adb.Model):
@@ -34,8 +42,10 @@ class AioEvent(adb.Model):
     payload = adb.columns.Text()
 
 
-def run(coroutine):
-    return asyncio.run(coroutine)
+@pytest.fixture(params=FRAMEWORKS)
+def run(request):
+    """Await a scenario in an async view of the Flask app, then of the Quart app."""
+    return in_views[request.param]
 
 
 def test_facade_shapes():
@@ -46,7 +56,7 @@ def test_facade_shapes():
     assert other.aio.sync is other and other.aio is other.aio
 
 
-def test_await_sync_db_and_keyspace_helpers(module_db):
+def test_await_sync_db_and_keyspace_helpers(module_db, run):
     async def scenario():
         await adb.create_keyspace_simple("flask_cqlalchemy_aio_ks", 1)
         names = [row["keyspace_name"] for row in await adb.execute("SELECT keyspace_name FROM system_schema.keyspaces")]
@@ -59,7 +69,7 @@ def test_await_sync_db_and_keyspace_helpers(module_db):
     run(scenario())
 
 
-def test_create_get_update_delete_match_sync(clean_db):
+def test_create_get_update_delete_match_sync(clean_db, run):
     async def scenario():
         created = await AioUser.acreate(username="ann", email="ann@example.com", tags={"a"})
         fetched = await AioUser.aget(uid=created.uid)
@@ -77,7 +87,7 @@ def test_create_get_update_delete_match_sync(clean_db):
     run(scenario())
 
 
-def test_validation_errors_raise_before_anything_is_sent(clean_db):
+def test_validation_errors_raise_before_anything_is_sent(clean_db, run):
     async def scenario():
         with pytest.raises(ValidationError, match="email"):
             await AioUser.acreate(username="x", email="e" * 51)
@@ -88,7 +98,7 @@ def test_validation_errors_raise_before_anything_is_sent(clean_db):
     run(scenario())
 
 
-def test_queryset_methods(clean_db):
+def test_queryset_methods(clean_db, run):
     async def scenario():
         for seq in range(5):
             await AioEvent.acreate(stream="s", seq=seq, payload=f"p{seq}")
@@ -111,7 +121,7 @@ def test_queryset_methods(clean_db):
     run(scenario())
 
 
-def test_query_options_pass_through(clean_db):
+def test_query_options_pass_through(clean_db, run):
     async def scenario():
         from cassandra import ConsistencyLevel
 
@@ -126,7 +136,7 @@ def test_query_options_pass_through(clean_db):
     run(scenario())
 
 
-def test_lwt_if_not_exists_and_iff(clean_db):
+def test_lwt_if_not_exists_and_iff(clean_db, run):
     async def scenario():
         user = await AioUser.acreate(username="first")
         with pytest.raises(LWTException) as info:
@@ -143,7 +153,7 @@ def test_lwt_if_not_exists_and_iff(clean_db):
     run(scenario())
 
 
-def test_failed_lwt_save_leaves_instance_unsaved(clean_db):
+def test_failed_lwt_save_leaves_instance_unsaved(clean_db, run):
     async def scenario():
         user = await AioUser.acreate(username="orig")
         stale = AioUser.get(uid=user.uid)
@@ -156,7 +166,7 @@ def test_failed_lwt_save_leaves_instance_unsaved(clean_db):
     run(scenario())
 
 
-def test_batch_sends_on_exit_and_nothing_when_it_raises(clean_db):
+def test_batch_sends_on_exit_and_nothing_when_it_raises(clean_db, run):
     async def scenario():
         async with adb.batch() as b:
             for seq in range(3):
@@ -177,7 +187,7 @@ def test_batch_sends_on_exit_and_nothing_when_it_raises(clean_db):
     run(scenario())
 
 
-def test_get_or_404_variants(clean_db):
+def test_get_or_404_variants(clean_db, run):
     async def with_requests():
         user = await AioUser.acreate(username="x")
         assert (await AioUser.aget_or_404(uid=user.uid)).uid == user.uid
@@ -189,11 +199,10 @@ def test_get_or_404_variants(clean_db):
             await AioUser.objects(uid=uuid.uuid4()).afirst_or_404()
         assert (await AioUser.objects(uid=user.uid).afirst_or_404()).uid == user.uid
 
-    with app.test_request_context():
-        run(with_requests())
+    run(with_requests())
 
 
-def test_driver_errors_keep_their_type_and_name_the_query(module_db):
+def test_driver_errors_keep_their_type_and_name_the_query(module_db, run):
     async def scenario():
         with pytest.raises(InvalidRequest) as info:
             await adb.execute("SELECT * FROM flask_cqlalchemy_tests.no_such_table")
@@ -202,7 +211,7 @@ def test_driver_errors_keep_their_type_and_name_the_query(module_db):
     run(scenario())
 
 
-def test_thousand_concurrent_agets_return_the_right_rows(clean_db):
+def test_thousand_concurrent_agets_return_the_right_rows(clean_db, run):
     users = [AioUser.create(username=f"user{i}") for i in range(1000)]
 
     async def scenario():
@@ -212,7 +221,7 @@ def test_thousand_concurrent_agets_return_the_right_rows(clean_db):
     run(scenario())
 
 
-def test_create_options_ttl_and_timestamp(clean_db):
+def test_create_options_ttl_and_timestamp(clean_db, run):
     async def scenario():
         await AioEvent.ttl(60).acreate(stream="ttl", seq=1, payload="short-lived")
         rows = await adb.execute(
@@ -230,7 +239,7 @@ def test_create_options_ttl_and_timestamp(clean_db):
     run(scenario())
 
 
-def test_timeouts_and_unavailable_keep_driver_types(module_db):
+def test_timeouts_and_unavailable_keep_driver_types(module_db, run):
     from cassandra import OperationTimedOut, Unavailable
     from cassandra.cluster import NoHostAvailable
 
