@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures.thread  # noqa: F401 - its exit hook is registered before ours (see the end)
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -284,7 +285,7 @@ class CQLAlchemy:
             runner.install(app, loops)  # type: ignore[arg-type]
         if json_errors:
             _register_error_handlers(app)
-        app.shell_context_processor(self._shell_context)
+        app.shell_context_processor(functools.partial(self._shell_context, app))
         register_cli(app)
         log.debug("initialised for app %s, keyspace %s", app.name, settings.keyspace)
 
@@ -490,13 +491,12 @@ class CQLAlchemy:
             self._aio = AsyncCQLAlchemy(sync=self)
         return self._aio
 
-    def _shell_context(self) -> dict[str, Any]:
+    def _shell_context(self, app: App) -> dict[str, Any]:
         """``flask shell`` / ``quart shell``: the extension as ``db``, its async
         facade under the name the app's code gave it (``adb`` if none is
         found), and every model by its class name."""
         context: dict[str, Any] = {"db": self}
-        app = frameworks.current_app()
-        names = _global_names(app.import_name if app is not None else "__main__")
+        names = _global_names(app.import_name)
         facade = self.aio
         context[names.get(id(facade), "adb")] = facade
         own_name = names.get(id(self))

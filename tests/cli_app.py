@@ -2,6 +2,7 @@
 
     flask --app tests.cli_app cql status
     flask --app "tests.cli_app:create_app(port=1, lazy=True)" cql status
+    quart --app "tests.cli_app:create_quart_app(lazy=True)" cql status
 
 Its keyspace, ``flask_cqlalchemy_cli``, belongs to tests/test_cli.py alone.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from flask import Flask
 
@@ -23,8 +25,10 @@ KEYSPACE = "flask_cqlalchemy_cli"
 db = CQLAlchemy()
 
 
-def create_app(keyspace: str = KEYSPACE, *, lazy: bool = False, port: int | None = None) -> Flask:
-    app = Flask(__name__)
+def create_app(
+    keyspace: str = KEYSPACE, *, lazy: bool = False, port: int | None = None, framework: type[Any] = Flask
+) -> Any:
+    app = framework(__name__)
     app.config.update(
         CASSANDRA_HOSTS=HOSTS,
         CASSANDRA_KEYSPACE=keyspace,
@@ -35,6 +39,13 @@ def create_app(keyspace: str = KEYSPACE, *, lazy: bool = False, port: int | None
         app.config["CASSANDRA_PORT"] = port
     db.init_app(app)
     return app
+
+
+def create_quart_app(keyspace: str = KEYSPACE, *, lazy: bool = False, port: int | None = None) -> Any:
+    """The same app on Quart (``quart --app ... cql``), on the same extension."""
+    from quart import Quart
+
+    return create_app(keyspace, lazy=lazy, port=port, framework=Quart)
 
 
 app = create_app(lazy=True)

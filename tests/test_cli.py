@@ -18,7 +18,9 @@ from . import cli_app
 from .cli_app import KEYSPACE, CliEvent, CliUser
 
 ROOT = Path(__file__).resolve().parent.parent
-FLASK = Path(sys.executable).with_name("flask")
+BIN = Path(sys.executable).parent
+#: The app of tests/cli_app.py under each framework, for the real command.
+APP_SPECS = {"flask": "tests.cli_app", "quart": "tests.cli_app:create_quart_app(lazy=True)"}
 NTS_KEYSPACE = "flask_cqlalchemy_cli_nts"
 db = cli_app.db
 app = cli_app.app
@@ -30,10 +32,10 @@ def cql(*args: str, input: str | None = None, on=None) -> Result:  # noqa: A002 
     return target.test_cli_runner().invoke(args=["cql", *args], input=input)
 
 
-def flask_cql(*args: str, app_spec: str = "tests.cli_app") -> subprocess.CompletedProcess[str]:
-    """Run the real ``flask --app APP cql ARGS`` in a subprocess."""
+def flask_cql(*args: str, app_spec: str = "tests.cli_app", command: str = "flask") -> subprocess.CompletedProcess[str]:
+    """Run the real ``flask --app APP cql ARGS`` (or ``quart ...``) in a subprocess."""
     return subprocess.run(
-        [str(FLASK), "--app", app_spec, "cql", *args],
+        [str(BIN / command), "--app", app_spec, "cql", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -301,17 +303,21 @@ def test_unreachable_cluster_is_a_one_line_error(same_app):
 # -- the real flask command --------------------------------------------------------------
 
 
-def test_flask_command_status_and_sync(empty_keyspace):
-    dry = flask_cql("sync", "--dry-run")
+@pytest.mark.parametrize("command", APP_SPECS)
+def test_flask_command_status_and_sync(empty_keyspace, command):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return flask_cql(*args, app_spec=APP_SPECS[command], command=command)
+
+    dry = run("sync", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert f"CREATE TABLE {KEYSPACE}.cli_user" in dry.stdout
     assert schema() == ({}, set())
 
-    synced = flask_cql("sync")
+    synced = run("sync")
     assert synced.returncode == 0, synced.stderr
     assert set(schema()[0]) == {"cli_user", "cli_event"}
 
-    status = flask_cql("status", "--check")
+    status = run("status", "--check")
     assert status.returncode == 0, status.stderr
     assert "release:   Cassandra 5." in status.stdout
     assert "protocol:  v5" in status.stdout
@@ -319,15 +325,33 @@ def test_flask_command_status_and_sync(empty_keyspace):
     assert "schema:    in sync" in status.stdout
 
 
-def test_flask_command_missing_keyspace(no_keyspace):
-    status = flask_cql("status")
+@pytest.mark.parametrize("command", APP_SPECS)
+def test_flask_command_create_and_drop_keyspace(no_keyspace, command):
+    created = flask_cql("create-keyspace", KEYSPACE, app_spec=APP_SPECS[command], command=command)
+    assert created.returncode == 0, created.stderr
+    assert KEYSPACE in keyspaces()
+    dropped = flask_cql("drop-keyspace", KEYSPACE, "--yes", app_spec=APP_SPECS[command], command=command)
+    assert dropped.returncode == 0, dropped.stderr
+    assert KEYSPACE not in keyspaces()
+    refused = flask_cql("drop-keyspace", "system", "--yes", app_spec=APP_SPECS[command], command=command)
+    assert refused.returncode == 1 and "system" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("command", APP_SPECS)
+def test_flask_command_missing_keyspace(no_keyspace, command):
+    status = flask_cql("status", app_spec=APP_SPECS[command], command=command)
     assert status.returncode == 1
-    assert f"Error: keyspace {KEYSPACE!r} does not exist" in status.stderr
+    assert (
+        f"Error: keyspace {KEYSPACE!r} does not exist; create it with `{command} cql create-keyspace {KEYSPACE}`"
+        in status.stderr
+    )
     assert "Traceback" not in status.stderr
 
 
-def test_flask_command_unreachable_lazy_app():
-    result = flask_cql("status", app_spec="tests.cli_app:create_app(port=1, lazy=True)")
+@pytest.mark.parametrize("command", APP_SPECS)
+def test_flask_command_unreachable_lazy_app(command):
+    factory = "create_quart_app" if command == "quart" else "create_app"
+    result = flask_cql("status", app_spec=f"tests.cli_app:{factory}(port=1, lazy=True)", command=command)
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: cannot reach Cassandra at {cli_app.HOSTS[0]}:1 ("), result.stderr
     assert "Traceback" not in result.stderr
