@@ -145,15 +145,20 @@ def cluster_options() -> dict[str, Any]:
     }
 
 
+def app_config() -> dict[str, Any]:
+    """The config of every benchmark app, Flask's or Quart's: this node, the bench keyspace."""
+    return {
+        "CASSANDRA_HOSTS": HOSTS,
+        "CASSANDRA_KEYSPACE": KEYSPACE,
+        "CASSANDRA_PORT": PORT,
+        "CASSANDRA_PROTOCOL_VERSION": PROTOCOL_VERSION,
+        "SECRET_KEY": "bench",
+    }
+
+
 def make_app(name: str = "bench") -> Flask:
     app = Flask(name)
-    app.config.update(
-        CASSANDRA_HOSTS=HOSTS,
-        CASSANDRA_KEYSPACE=KEYSPACE,
-        CASSANDRA_PORT=PORT,
-        CASSANDRA_PROTOCOL_VERSION=PROTOCOL_VERSION,
-        SECRET_KEY="bench",
-    )
+    app.config.update(app_config())
     return app
 
 

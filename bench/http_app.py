@@ -28,7 +28,10 @@ per-request`` or ``--async-loops per-thread``: the app's
 ``/runners/loops`` tells how many distinct event loops ran the async runner
 views so far, and whether the extension replaced ``app.async_to_sync``.
 Before ``PORT``, the server prints ``INFO <json>``: the loop mode asked for
-and whether ``app.async_to_sync`` was replaced.
+and whether ``app.async_to_sync`` was replaced. The work of the one-read and
+dashboard endpoints (:func:`read_one`, :func:`dashboard_gathered`, ...) is
+in module-level functions that return the JSON body, which the Quart server
+of the same scenario (:mod:`bench.quart_app`) serves too.
 """
 
 from __future__ import annotations
@@ -170,6 +173,67 @@ def async_to_sync_replaced(app: Flask) -> bool:
     return getattr(app.async_to_sync, "__func__", None) is not Flask.async_to_sync
 
 
+# The one-read and dashboard endpoints' work, shared with the Quart server
+# (bench.quart_app): each returns the JSON body as a dict, and each
+# framework's view turns it into its own response.
+
+
+def read_one_sync() -> dict[str, Any]:
+    return {"name": BenchUser.get(id=random.choice(common.PRELOADED_IDS)).name}
+
+
+async def read_one() -> dict[str, Any]:
+    return {"name": (await BenchUser.aget(id=random.choice(common.PRELOADED_IDS))).name}
+
+
+def dashboard_queries() -> tuple[Any, Any, Any, Any, Any]:
+    """The dashboard: five independent queries of kinds a dashboard makes (like
+    examples/async_app's): a count, the first rows of a scan, one row, a
+    streamed histogram over several partitions, a filtered count."""
+    keys = random.sample(common.PRELOADED_IDS, 3 + DASHBOARD_HISTOGRAM_KEYS)
+    counted, first, filtered, streamed = keys[0], keys[1], keys[2], keys[3:]
+    return (
+        BenchUser.objects(id=counted),
+        BenchUser.objects.limit(DASHBOARD_LATEST),
+        BenchUser.objects(id=first),
+        BenchUser.objects.filter(id__in=streamed).only(["city"]).fetch_size(500),
+        BenchUser.objects(id=filtered).filter(city="Lyon").allow_filtering(),
+    )
+
+
+def dashboard_body(count: int, latest: list[Any], one: Any, cities: Counter[str], lyon: int) -> dict[str, Any]:
+    return {
+        "count": count,
+        "latest": [u.name for u in latest],
+        "user": one.name if one is not None else None,
+        "cities": sorted(cities.items()),
+        "in_lyon": lyon,
+    }
+
+
+def dashboard_sequential() -> dict[str, Any]:
+    """The five queries one after another (the sync view)."""
+    counted, latest, first, streamed, filtered = dashboard_queries()
+    cities: Counter[str] = Counter(u.city for u in streamed)
+    return dashboard_body(counted.count(), list(latest), first.first(), cities, filtered.count())
+
+
+async def dashboard_gathered() -> dict[str, Any]:
+    """The same five queries, awaited together (``asyncio.gather``)."""
+    counted, latest, first, streamed, filtered = dashboard_queries()
+
+    async def histogram() -> Counter[str]:
+        cities: Counter[str] = Counter()
+        async for u in streamed:
+            cities[u.city] += 1
+        return cities
+
+    count, rows, one, cities, lyon = await asyncio.gather(
+        counted.acount(), latest.aall(), first.afirst(), histogram(), filtered.acount()
+    )
+    return dashboard_body(count, rows, one, cities, lyon)
+
+
 def add_runner_views(app: Flask) -> None:
     """The runners scenario's views: each endpoint of :data:`RUNNER_ENDPOINTS`
     as a plain ``def`` view (``/runners/<name>/sync``) and an ``async def``
@@ -182,12 +246,12 @@ def add_runner_views(app: Flask) -> None:
 
     @app.get("/runners/read/sync")
     def read_sync() -> Any:
-        return jsonify(name=BenchUser.get(id=random.choice(common.PRELOADED_IDS)).name)
+        return jsonify(read_one_sync())
 
     @app.get("/runners/read/async")
     async def read_async() -> Any:
         tally.note()
-        return jsonify(name=(await BenchUser.aget(id=random.choice(common.PRELOADED_IDS))).name)
+        return jsonify(await read_one())
 
     @app.get("/runners/create/sync")
     def create_sync() -> Any:
@@ -198,50 +262,14 @@ def add_runner_views(app: Flask) -> None:
         tally.note()
         return jsonify(id=str((await BenchInsert.acreate(**new_user())).id))
 
-    # The dashboard: five independent queries of kinds a dashboard makes (like
-    # examples/async_app's): a count, the first rows of a scan, one row, a
-    # streamed histogram over several partitions, a filtered count.
-    def dashboard_queries() -> tuple[Any, Any, Any, Any, Any]:
-        keys = random.sample(common.PRELOADED_IDS, 3 + DASHBOARD_HISTOGRAM_KEYS)
-        counted, first, filtered, streamed = keys[0], keys[1], keys[2], keys[3:]
-        return (
-            BenchUser.objects(id=counted),
-            BenchUser.objects.limit(DASHBOARD_LATEST),
-            BenchUser.objects(id=first),
-            BenchUser.objects.filter(id__in=streamed).only(["city"]).fetch_size(500),
-            BenchUser.objects(id=filtered).filter(city="Lyon").allow_filtering(),
-        )
-
-    def dashboard_body(count: int, latest: list[Any], one: Any, cities: Counter[str], lyon: int) -> Any:
-        return jsonify(
-            count=count,
-            latest=[u.name for u in latest],
-            user=one.name if one is not None else None,
-            cities=sorted(cities.items()),
-            in_lyon=lyon,
-        )
-
     @app.get("/runners/dashboard/sync")
     def dashboard_sync() -> Any:
-        counted, latest, first, streamed, filtered = dashboard_queries()
-        cities: Counter[str] = Counter(u.city for u in streamed)
-        return dashboard_body(counted.count(), list(latest), first.first(), cities, filtered.count())
+        return jsonify(dashboard_sequential())
 
     @app.get("/runners/dashboard/async")
     async def dashboard_async() -> Any:
         tally.note()
-        counted, latest, first, streamed, filtered = dashboard_queries()
-
-        async def histogram() -> Counter[str]:
-            cities: Counter[str] = Counter()
-            async for u in streamed:
-                cities[u.city] += 1
-            return cities
-
-        count, rows, one, cities, lyon = await asyncio.gather(
-            counted.acount(), latest.aall(), first.afirst(), histogram(), filtered.acount()
-        )
-        return dashboard_body(count, rows, one, cities, lyon)
+        return jsonify(await dashboard_gathered())
 
     @app.get("/runners/reads10/sync")
     def reads10_sync() -> Any:

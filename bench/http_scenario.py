@@ -75,21 +75,28 @@ class HttpResult:
 
 
 class Server:
-    """``python -m bench.http_app`` in a subprocess, on a free loopback port.
+    """``python -m bench.http_app`` (or ``module``) in a subprocess, on a free loopback port.
 
     ``env`` overrides the subprocess's environment (``CASSANDRA_HOSTS``,
     ``CASSANDRA_PORT``: where its connections go, see :mod:`bench.common`);
-    ``args`` are more options of ``bench.http_app`` (``--async-loops``).
-    ``info`` is what the server printed on its ``INFO`` line.
+    ``args`` are more options of the module (``--async-loops``); ``threads``
+    is waitress's, passed as ``--threads`` unless 0 (``bench.quart_app``
+    has no threads). ``info`` is what the server printed on its ``INFO`` line.
     """
 
     def __init__(
-        self, log_path: Path, threads: int = 8, env: dict[str, str] | None = None, args: list[str] | None = None
+        self,
+        log_path: Path,
+        threads: int = 8,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        module: str = "bench.http_app",
     ) -> None:
         self.log_path = log_path
         self.threads = threads
         self.env = env or {}
         self.args = args or []
+        self.module = module
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
         self.info: dict[str, Any] = {}
@@ -97,8 +104,9 @@ class Server:
     def __enter__(self) -> Server:
         root = Path(__file__).resolve().parent.parent
         self._log = open(self.log_path, "w")
+        threads = ["--threads", str(self.threads)] if self.threads else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.http_app", "--port", "0", "--threads", str(self.threads), *self.args],
+            [sys.executable, "-m", self.module, "--port", "0", *threads, *self.args],
             cwd=root,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import common
+from . import common, quart_app
 from .contenders import BASELINE
 from .http_scenario import HttpResult
-from .runners_scenario import RUNNERS, RunnersResult, summarize
+from .runners_scenario import RunnersResult, comparisons, summarize
 from .scenarios import ScenarioResult
 
 LABELS = {
@@ -224,8 +224,16 @@ def http_rows(report: Report, result: HttpResult, targets: dict[str, Any]) -> No
         )
 
 
-def runners_title(clients: int) -> str:
-    return f"6. HTTP runners (waitress, 8 threads each), {clients} concurrent client{'s' if clients > 1 else ''}"
+def runners_title(result: RunnersResult, clients: int) -> str:
+    servers = f"waitress, {result.threads} threads each"
+    if "quart" in result.runners:
+        servers += f"; Quart: hypercorn, {quart_app.WORKERS} worker"
+    return f"6. HTTP runners ({servers}), {clients} concurrent client{'s' if clients > 1 else ''}"
+
+
+def _vs_others(row: dict[str, Any]) -> str:
+    """A row's req/s and p50 ratios against the runners it is compared with besides sync."""
+    return "; ".join(f"vs {k}: {rps:.2f}× req/s, {p50:.2f}× p50" for k, rps, p50 in comparisons(row))
 
 
 def runners_rows(report: Report, result: RunnersResult, targets: dict[str, Any]) -> None:
@@ -253,14 +261,14 @@ def runners_rows(report: Report, result: RunnersResult, targets: dict[str, Any])
     read, sync_read = found[("per-thread", "read", busiest)], found[("sync", "read", busiest)]
     goal = targets["runner_read_vs_sync_rps"]
     at_least(
-        f"{runners_title(busiest)}: async one-read per-thread ≥ {goal}× the sync view's req/s",
+        f"{runners_title(result, busiest)}: async one-read per-thread ≥ {goal}× the sync view's req/s",
         read["rps_vs_sync"],
         goal,
         f"{_fmt(read['rps'])} vs {_fmt(sync_read['rps'])} req/s",
     )
     goal = targets["runner_read_vs_per_request_rps"]
     at_least(
-        f"{runners_title(busiest)}: async one-read per-thread ≥ {goal}× per-request req/s",
+        f"{runners_title(result, busiest)}: async one-read per-thread ≥ {goal}× per-request req/s",
         read["rps_vs_per_request"],
         goal,
         f"{_fmt(read['rps'])} vs {_fmt(found[('per-request', 'read', busiest)]['rps'])} req/s",
@@ -268,7 +276,8 @@ def runners_rows(report: Report, result: RunnersResult, targets: dict[str, Any])
     gather, sync_gather = found[("per-thread", "reads10", single)], found[("sync", "reads10", single)]
     goal = targets["runner_gather_vs_sync_p50"]
     at_least(
-        f"{runners_title(single)}: 10-read gather per-thread ≥ {goal}× faster at p50 than the sync 10-sequential view",
+        f"{runners_title(result, single)}: 10-read gather per-thread ≥ {goal}× faster at p50 "
+        "than the sync 10-sequential view",
         gather["p50_vs_sync"],
         goal,
         f"p50 {gather['p50_ms']:.2f} ms vs {sync_gather['p50_ms']:.2f} ms",
@@ -283,7 +292,7 @@ def runners_rows(report: Report, result: RunnersResult, targets: dict[str, Any])
             met = "yes" if ok else "**no**"
             report.verdicts.append(
                 Verdict(
-                    f"{runners_title(row['clients'])}: `{row['endpoint']}` per-thread p99 not above "
+                    f"{runners_title(result, row['clients'])}: `{row['endpoint']}` per-thread p99 not above "
                     f"the sync view's{inactive}",
                     f"p99 {row['p99_ms']:.2f} ms vs {base['p99_ms']:.2f} ms "
                     f"({row['p99_ms'] - base['p99_ms']:+.2f} ms, {row['p99_ms'] / base['p99_ms'] * 100 - 100:+.0f} %; "
@@ -292,19 +301,15 @@ def runners_rows(report: Report, result: RunnersResult, targets: dict[str, Any])
                     "" if ok else f"over by {row['p99_ms'] - base['p99_ms']:.2f} ms",
                 )
             )
-        vs_per_request = ""
-        if "rps_vs_per_request" in row:
-            vs_per_request = (
-                f"; vs per-request: {row['rps_vs_per_request']:.2f}× req/s, {row['p50_vs_per_request']:.2f}× p50"
-            )
+        vs_others = "".join(f"; {found}" for found in [_vs_others(row)] if found)
         errors = f"; {row['errors']} errors ({row['first_error'][:80]})" if row["errors"] else ""
         report.rows.append(
             Row(
-                runners_title(row["clients"]),
+                runners_title(result, row["clients"]),
                 f"`{row['endpoint']}` {row['runner']} (`{row['view']}`)",
                 f"{_fmt(row['rps'])} req/s",
                 f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms; {_fmt(row['rps_min'])}–"
-                f"{_fmt(row['rps_max'])} req/s; p50 {row['p50_vs_sync']:.2f}× sync's{vs_per_request}; "
+                f"{_fmt(row['rps_max'])} req/s; p50 {row['p50_vs_sync']:.2f}× sync's{vs_others}; "
                 f"{row['requests']} requests{errors}",
                 f"{row['rps_vs_sync']:.2f}×",
                 target,
@@ -314,30 +319,50 @@ def runners_rows(report: Report, result: RunnersResult, targets: dict[str, Any])
 
 
 def runners_section(result: RunnersResult, chart_name: str) -> list[str]:
-    """results.md's section of scenario 6: one table with every figure."""
+    """results.md's section of scenario 6: one table with every figure, then Quart beside Flask."""
     summary = summarize(result)
+    quart = "quart" in result.runners
     lines = [
-        "## 6. HTTP runners: sync views, async per-request, async per-thread",
+        "## 6. HTTP runners: sync views, async per-request, async per-thread" + (", Quart" if quart else ""),
         "",
         f"![runners chart]({chart_name})",
         "",
-        "The same app served three ways by waitress (8 threads each, one process each): plain `def` views, "
-        "and the same endpoints as `async def` views with `CASSANDRA_ASYNC_LOOPS` `per-request` (Flask's "
-        "asgiref bridge: a new thread and event loop per request) and `per-thread` (one long-lived loop per "
-        "server thread). *vs sync* are medians of per-round ratios to the sync runner measured in the same "
+        f"The same app served three ways by waitress ({result.threads} threads each, one process each): plain "
+        "`def` views, and the same endpoints as `async def` views with `CASSANDRA_ASYNC_LOOPS` `per-request` "
+        "(Flask's asgiref bridge: a new thread and event loop per request) and `per-thread` (one long-lived loop "
+        "per server thread)"
+        + (
+            f"; and the one-read and dashboard endpoints' async views on a Quart app (`bench/quart_app.py`, the same "
+            f"extension and models), served by hypercorn ({quart_app.WORKERS} worker process, asyncio's event loop)"
+            if quart
+            else ""
+        )
+        + ". *vs sync* are medians of per-round ratios to the sync runner measured in the same "
         "round (req/s: this / sync; p50 and p99: sync / this, i.e. times faster); p99 is over all rounds' requests "
         "(the p99 target compares these), *p99 vs sync* is the median of per-round p99 ratios (less swayed by "
         "one noisy round).",
         "",
     ]
-    for runner in ("per-request", "per-thread"):
-        info = result.servers.get(runner, {})
-        if "event_loops" in info:
-            lines.append(
-                f"* `{runner}` server: `app.async_to_sync` replaced: {info.get('async_to_sync_replaced')}; "
-                f"its async views ran in {info['event_loops']:,} distinct event loops over "
-                f"{info['async_requests']:,} requests."
+    for runner in result.active:
+        info = result.servers.get(runner.key, {})
+        if runner.kind != "async" or "event_loops" not in info:
+            continue
+        if runner.server == "hypercorn":
+            setup = (
+                f"{info.get('framework')} on {info.get('server')}, {info.get('workers')} worker, worker class "
+                f"`{info.get('worker_class')}`, event loop `{info.get('event_loop')}` (uvloop "
+                f"{'installed' if info.get('uvloop_installed') else 'not installed'}), keep-alive timeout "
+                f"{info.get('keep_alive_timeout_s')} s, access log {'on' if info.get('access_log') else 'off'}; "
             )
+        else:
+            setup = f"`app.async_to_sync` replaced: {info.get('async_to_sync_replaced')}; "
+        loops = "event loop" if info["event_loops"] == 1 else "event loops"
+        lines.append(
+            f"* `{runner.key}` server: {setup}its async views ran in {info['event_loops']:,} distinct "
+            f"{loops} over {info['async_requests']:,} requests."
+        )
+    for key, reason in result.unavailable.items():
+        lines.append(f"* The `{key}` runner was left out: {reason}.")
     if not result.per_thread_active:
         lines.append(
             "* **The per-thread mode was not active** (the extension ignored `CASSANDRA_ASYNC_LOOPS`): the "
@@ -346,18 +371,51 @@ def runners_section(result: RunnersResult, chart_name: str) -> list[str]:
     lines += [
         "",
         "| endpoint | clients | runner | req/s | p50 ms | p99 ms | req/s vs sync | p50 vs sync | p99 vs sync | "
-        "per-thread vs per-request (req/s, p50) | requests | errors |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "vs Flask async runners (req/s, p50) | requests | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in summary:
-        vs = (
-            f"{row['rps_vs_per_request']:.2f}×, {row['p50_vs_per_request']:.2f}×" if "rps_vs_per_request" in row else ""
-        )
+        vs = "; ".join(f"{k}: {rps:.2f}×, {p50:.2f}×" for k, rps, p50 in comparisons(row))
         lines.append(
             f"| {row['endpoint']} | {row['clients']} | {row['runner']} | {_fmt(row['rps'])} | {row['p50_ms']:.2f} | "
             f"{row['p99_ms']:.2f} | {row['rps_vs_sync']:.2f}× | {row['p50_vs_sync']:.2f}× | "
             f"{row['p99_vs_sync_per_round']:.2f}× | {vs} | "
             f"{row['requests']} | {row['errors']} |"
+        )
+    lines.append("")
+    if quart:
+        lines += quart_table(summary)
+    return lines
+
+
+def quart_table(summary: list[dict[str, Any]]) -> list[str]:
+    """Quart beside the three Flask runners, per endpoint Quart serves and client count."""
+    found = {(r["runner"], r["endpoint"], r["clients"]): r for r in summary}
+    quart_rows = [r for r in summary if r["runner"] == "quart"]
+
+    def cell(row: dict[str, Any]) -> str:
+        return f"{_fmt(row['rps'])}/s, {row['p50_ms']:.1f} / {row['p99_ms']:.1f}"
+
+    lines = [
+        "### Quart on hypercorn beside Flask",
+        "",
+        "Per cell: req/s (median over rounds), then p50 / p99 in ms (over all rounds' requests). Ratios: medians "
+        "of per-round ratios, Quart against each Flask runner measured in the same round, req/s (this / that) "
+        "and p50 (that / this: times faster).",
+        "",
+        "| endpoint | clients | Flask sync | Flask async per-request | Flask async per-thread | Quart (hypercorn) | "
+        "Quart vs sync (req/s, p50) | vs per-request | vs per-thread |",
+        "|---|---:|---|---|---|---|---:|---:|---:|",
+    ]
+    for row in quart_rows:
+        key = (row["endpoint"], row["clients"])
+        flask = [found.get((runner, *key)) for runner in ("sync", "per-request", "per-thread")]
+        ratios = {k: f"{rps:.2f}×, {p50:.2f}×" for k, rps, p50 in comparisons(row)}
+        lines.append(
+            f"| {row['endpoint']} | {row['clients']} | "
+            + " | ".join(cell(f) if f else "" for f in flask)
+            + f" | {cell(row)} | {row['rps_vs_sync']:.2f}×, {row['p50_vs_sync']:.2f}× | "
+            f"{ratios.get('per-request', '')} | {ratios.get('per-thread', '')} |"
         )
     lines.append("")
     return lines
@@ -639,7 +697,7 @@ def chart(
     plt.close(fig)
 
 
-RUNNER_COLORS = {"sync": "#7f7f7f", "per-request": "#ff7f0e", "per-thread": "#1f77b4"}
+RUNNER_COLORS = {"sync": "#7f7f7f", "per-request": "#ff7f0e", "per-thread": "#1f77b4", "quart": "#2ca02c"}
 
 
 def runners_chart(out_file: Path, result: RunnersResult, targets: dict[str, Any], subtitle: str) -> None:
@@ -653,7 +711,7 @@ def runners_chart(out_file: Path, result: RunnersResult, targets: dict[str, Any]
     summary = summarize(result)
     found = {(r["runner"], r["endpoint"], r["clients"]): r for r in summary}
     endpoints = list(dict.fromkeys(r["endpoint"] for r in summary))
-    runners = [key for key, *_ in RUNNERS]
+    runners = result.runners
     columns = len(result.clients)
     fig, axes = plt.subplots(2, columns, figsize=(7 * columns, 10), squeeze=False)
     mode = "" if result.per_thread_active else " — per-thread mode NOT active (key ignored)"
@@ -662,8 +720,12 @@ def runners_chart(out_file: Path, result: RunnersResult, targets: dict[str, Any]
     for column, clients in enumerate(result.clients):
         top, bottom = axes[0][column], axes[1][column]
         for i, runner in enumerate(runners):
-            xs = [x - 0.4 + width * (i + 0.5) for x in range(len(endpoints))]
-            rows = [found[(runner, e, clients)] for e in endpoints]
+            # The Quart server has only some of the endpoints: no bar where it has none.
+            served = [
+                (x, found[(runner, e, clients)]) for x, e in enumerate(endpoints) if (runner, e, clients) in found
+            ]
+            xs = [x - 0.4 + width * (i + 0.5) for x, _ in served]
+            rows = [row for _, row in served]
             bars = top.bar(xs, [r["rps_vs_sync"] for r in rows], width=width, color=RUNNER_COLORS[runner], label=runner)
             for bar, r in zip(bars, rows, strict=True):
                 top.annotate(
@@ -769,6 +831,9 @@ def environment(cassandra_version: str) -> dict[str, Any]:
                 "matplotlib",
                 "psutil",
                 "pyinstrument",
+                "quart",
+                "hypercorn",
+                "uvloop",
             )
         },
         "driver_cython": cython,

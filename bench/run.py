@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runners: runners_scenario.RunnersResult | None = None
     if "runners" in wanted:
-        log("scenario 6: HTTP runners (sync views; async views per-request and per-thread)")
+        log("scenario 6: HTTP runners (Flask: sync views, async views per-request and per-thread; Quart on hypercorn)")
         runners = runners_scenario.run(
             settings["rounds"],
             settings["runners_requests_per_round"],
@@ -449,13 +449,16 @@ def _http_summary(h: http_scenario.HttpResult) -> dict[str, Any]:
 
 
 def _runners_summary(r: runners_scenario.RunnersResult) -> dict[str, Any]:
-    """Scenario 6: settings, the servers' loop tallies, and per cell the summary with per-round figures."""
+    """Scenario 6: settings, the runners, the servers' settings and loop tallies, and per cell the summary
+    with per-round figures."""
     return {
         "clients": r.clients,
         "requests_per_round": r.per_round,
         "rounds": r.rounds,
         "server_threads": r.threads,
         "per_thread_active": r.per_thread_active,
+        "runners": r.runners,
+        "unavailable": r.unavailable,
         "servers": r.servers,
         "cells": runners_scenario.summarize(r),
     }
