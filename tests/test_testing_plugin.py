@@ -12,19 +12,39 @@ from .conftest import HOSTS
 
 pytest_plugins = ["pytester"]
 
+
+def user_conftest(framework: str = "flask") -> str:
+    """The user's conftest.py: a Flask or Quart app, its models, and ``count_notes()``
+    asking the app's ``/count`` view (through the framework's test client)."""
+    app_class = "Quart" if framework == "quart" else "Flask"
+    if framework == "quart":
+        ask = "asyncio.run(app.test_client().get('/count'))"
+        body = "asyncio.run(response.get_data(as_text=True))"
+    else:
+        ask = "app.test_client().get('/count')"
+        body = "response.get_data(as_text=True)"
+    return (
+        USER_CONFTEST.replace("FRAMEWORK", framework)
+        .replace("APP_CLASS", app_class)
+        .replace("ASK", ask)
+        .replace("BODY", body)
+    )
+
+
 USER_CONFTEST = textwrap.dedent(
     f"""
+    import asyncio
     import uuid
 
     import pytest
-    from flask import Flask
+    from FRAMEWORK import APP_CLASS
 
     from flask_cqlalchemy import CQLAlchemy
 
     pytest_plugins = ["flask_cqlalchemy.testing"]
 
     # The app's real keyspace does not exist: the tests never touch it.
-    app = Flask("user_app")
+    app = APP_CLASS("user_app")
     app.config.update(
         CASSANDRA_HOSTS={HOSTS!r},
         CASSANDRA_KEYSPACE="flask_cqlalchemy_plugin_real",
@@ -47,6 +67,17 @@ USER_CONFTEST = textwrap.dedent(
         address = db.columns.UserDefinedType(Address)
 
 
+    @app.get("/count")
+    async def count():
+        return str(await Note.objects.acount())
+
+
+    def count_notes():
+        response = ASK
+        assert response.status_code == 200
+        return int(BODY)
+
+
     @pytest.fixture(scope="session")
     def cql_app():
         yield app
@@ -58,7 +89,7 @@ USER_TESTS = textwrap.dedent(
     """
     from pathlib import Path
 
-    from conftest import Address, Note, Place
+    from conftest import Address, Note, Place, count_notes
 
 
     def test_keyspace_is_made_and_synced(cql_clean_db, cql_keyspace):
@@ -78,6 +109,7 @@ USER_TESTS = textwrap.dedent(
         assert Place.objects.count() == 0
         Note.create(title="second")
         Note.create(title="third")
+        assert count_notes() == 2  # the app's view reads the test keyspace
 
 
     def test_and_again(cql_clean_db):
@@ -101,8 +133,9 @@ def keyspaces(cluster) -> set[str]:
     return set(cluster.metadata.keyspaces)
 
 
-def test_plugin_makes_syncs_empties_and_drops_a_keyspace(pytester: pytest.Pytester, cluster):
-    pytester.makeconftest(USER_CONFTEST)
+@pytest.mark.parametrize("framework", ["flask", "quart"])
+def test_plugin_makes_syncs_empties_and_drops_a_keyspace(pytester: pytest.Pytester, cluster, framework):
+    pytester.makeconftest(user_conftest(framework))
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=3)
@@ -114,7 +147,7 @@ def test_plugin_makes_syncs_empties_and_drops_a_keyspace(pytester: pytest.Pytest
 
 
 def test_keep_keyspace_option_and_prefix(pytester: pytest.Pytester, cluster):
-    pytester.makeconftest(USER_CONFTEST)
+    pytester.makeconftest(user_conftest())
     pytester.makepyfile(test_user=USER_TESTS)
     pytester.makeini("[pytest]\ncql_keyspace_prefix = flask_cqlalchemy_plugin_\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cql-keep-keyspace")
@@ -165,7 +198,7 @@ def test_app_without_extension_is_explained(pytester: pytest.Pytester):
 
 def test_models_with_their_own_keyspace_are_left_alone(pytester: pytest.Pytester, cluster):
     pytester.makeconftest(
-        USER_CONFTEST
+        user_conftest()
         + textwrap.dedent(
             """
 
