@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask
 from quart import Quart
+from werkzeug.datastructures import Headers
 
 from ..conftest import HOSTS, KEYSPACE
 
@@ -30,17 +31,18 @@ def make_framework_app(framework: str, name: str, **config: object) -> Any:
     return app
 
 
-def get(app: Any, path: str, **kwargs: Any) -> tuple[int, bytes, dict[str, str]]:
-    """GET ``path`` through the app's test client: status, body, headers."""
+def get(app: Any, path: str, **kwargs: Any) -> tuple[int, bytes, Headers]:
+    """GET ``path`` through the app's test client: status, body, headers
+    (werkzeug's ``Headers``: names in any case)."""
     if isinstance(app, Quart):
 
-        async def fetch() -> tuple[int, bytes, dict[str, str]]:
+        async def fetch() -> tuple[int, bytes, Headers]:
             response = await app.test_client().get(path, **kwargs)
-            return response.status_code, await response.get_data(), dict(response.headers)
+            return response.status_code, await response.get_data(), Headers(response.headers)
 
         return asyncio.run(fetch())
     response = app.test_client().get(path, **kwargs)
-    return response.status_code, response.get_data(), dict(response.headers)
+    return response.status_code, response.get_data(), Headers(response.headers)
 
 
 class InView:
