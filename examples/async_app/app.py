@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import click
@@ -75,27 +75,33 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     outage; requests meanwhile answer 503.
     """
     app = Flask(__name__, static_folder=None)
-    app.config.update(
-        CASSANDRA_MAX_PER_PAGE=100,
-        MAX_CONTENT_LENGTH=256 * 1024,
+    configure(
+        app.config,
+        config,
         # Every view is async: run them on one event loop per server thread
         # instead of a new thread and loop per request (README, "Event loops").
         CASSANDRA_ASYNC_LOOPS="per-thread",
     )
-    app.config.update(config_from_env())
-    if config:
-        app.config.update(config)
-    if not app.config.get("SECRET_KEY") and not app.config.get("CASSANDRA_CURSOR_SECRET"):
-        # Unsigned cursors could be forged; a per-process key cannot. Cursors
-        # then die with the process (and differ between worker processes).
-        log.warning("no SECRET_KEY set: pagination cursors are signed with a random per-process key")
-        app.config["CASSANDRA_CURSOR_SECRET"] = secrets.token_bytes(32)
-
     adb.init_app(app)
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     _register_cli(app)
     return app
+
+
+def configure(app_config: MutableMapping[str, Any], config: Mapping[str, Any] | None, **defaults: Any) -> None:
+    """Fill an app's config (Flask's or Quart's): the service's defaults and
+    ``defaults``, then the environment, then ``config``. Raises ValueError
+    naming a malformed environment variable."""
+    app_config.update(CASSANDRA_MAX_PER_PAGE=100, MAX_CONTENT_LENGTH=256 * 1024, **defaults)
+    app_config.update(config_from_env())
+    if config:
+        app_config.update(config)
+    if not app_config.get("SECRET_KEY") and not app_config.get("CASSANDRA_CURSOR_SECRET"):
+        # Unsigned cursors could be forged; a per-process key cannot. Cursors
+        # then die with the process (and differ between worker processes).
+        log.warning("no SECRET_KEY set: pagination cursors are signed with a random per-process key")
+        app_config["CASSANDRA_CURSOR_SECRET"] = secrets.token_bytes(32)
 
 
 def init_schema(app: Flask | None = None, replication_factor: int | None = None) -> None:
@@ -136,25 +142,33 @@ def _register_cli(app: Flask) -> None:
         click.echo(f"keyspace {adb.sync.state().keyspace} is ready")
 
 
-def _http_error(error: HTTPException) -> Any:
-    """Every HTTP error as JSON: ``error`` and ``message``, plus ``field``
-    when one field of the request is at fault. The extension's own handlers
-    (503 when the cluster cannot answer, 400 for a cqlengine validation
-    error) use the same ``error``/``message`` keys."""
-    if error.response is not None or error.code is None:
-        return error
+def error_body(error: HTTPException) -> dict[str, Any]:
+    """The JSON body of an HTTP error: ``error`` and ``message``, plus
+    ``field`` when one field of the request is at fault. The extension's own
+    handlers (503 when the cluster cannot answer, 400 for a cqlengine
+    validation error) use the same ``error``/``message`` keys."""
     body: dict[str, Any] = {"error": error.name.lower(), "message": error.description}
     if isinstance(error, FieldError):
         body.update(error=error.error, field=error.field)
     elif isinstance(error, (InvalidCursor, InvalidPageSize)):
         # The extension's pagination errors: name the query parameter too.
         body.update(error="invalid value", field="cursor" if isinstance(error, InvalidCursor) else "per_page")
-    response = jsonify(body)
+    return body
+
+
+def error_headers(error: HTTPException) -> list[tuple[str, str]]:
+    """What the error adds to its own response (Allow on a 405, ...), without its content type."""
+    return [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+
+
+def _http_error(error: HTTPException) -> Any:
+    """Every HTTP error as JSON (:func:`error_body`)."""
+    if error.response is not None or error.code is None:
+        return error
+    response = jsonify(error_body(error))
     response.status_code = error.code
-    # Keep what the error adds to its own response (Allow on a 405, ...).
-    for name, value in error.get_headers():
-        if name.lower() != "content-type":
-            response.headers.add(name, value)
+    for name, value in error_headers(error):
+        response.headers.add(name, value)
     return response
 
 

@@ -6,14 +6,19 @@ offending field, so a client can point at it without parsing the message.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 from werkzeug.exceptions import BadRequest
 
 from .models import BODY_MAX, TAG_MAX, TAGS_PER_NOTE_MAX, TITLE_MAX
+
+if TYPE_CHECKING:
+    import quart
 
 USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 NOTE_FIELDS = ("title", "body", "tags")
@@ -58,7 +63,24 @@ def check_tag(value: Any, field: str) -> str:
 
 def parse_new_note(request: Request) -> dict[str, Any]:
     """The validated ``title``, ``body`` and ``tags`` of a note to create."""
-    data = _json_object(request)
+    _require_json(request)
+    with _decoding_json():
+        data = request.get_json()
+    return _new_note(data)
+
+
+async def aparse_new_note(request: quart.Request) -> dict[str, Any]:
+    """:func:`parse_new_note` for Quart, whose request body is awaited."""
+    _require_json(request)
+    with _decoding_json():
+        data = await request.get_json()
+    return _new_note(data)
+
+
+def _new_note(data: Any) -> dict[str, Any]:
+    """The validated fields of a note to create from its decoded JSON body."""
+    if not isinstance(data, dict):
+        raise FieldError(None, f"the request body must be a JSON object, got {_json_type(data)}", "invalid body")
     unknown = sorted(set(data) - set(NOTE_FIELDS))
     if unknown:
         raise FieldError(unknown[0], f"unknown field {unknown[0]!r}; a note has {', '.join(NOTE_FIELDS)}")
@@ -85,18 +107,22 @@ def parse_new_note(request: Request) -> dict[str, Any]:
     return {"title": title, "body": body, "tags": tags}
 
 
-def _json_object(request: Request) -> dict[str, Any]:
+def _require_json(request: Request | quart.Request) -> None:
     if not request.is_json:
         raise FieldError(
             None, "the request body must be a JSON object sent with Content-Type: application/json", "invalid body"
         )
+
+
+@contextlib.contextmanager
+def _decoding_json() -> Iterator[None]:
+    # Quart decodes the body as UTF-8 before its JSON error handling starts:
+    # bytes that are not UTF-8 escape get_json as UnicodeDecodeError (Flask
+    # turns them into its BadRequest).
     try:
-        data = request.get_json()
-    except BadRequest:
+        yield
+    except (BadRequest, UnicodeDecodeError):
         raise FieldError(None, "the request body is not valid JSON", "invalid body") from None
-    if not isinstance(data, dict):
-        raise FieldError(None, f"the request body must be a JSON object, got {_json_type(data)}", "invalid body")
-    return data
 
 
 def _text(value: Any, field: str, max_length: int) -> str:

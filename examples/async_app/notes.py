@@ -1,0 +1,145 @@
+"""What the notes service asks of Cassandra, whatever the web framework.
+
+The views of this Flask app (:mod:`.views`) and those of
+``examples/quart_app`` check the request (:mod:`.validation`), await these
+coroutines with the checked values, and answer what they return as JSON.
+Failures reach the framework as exceptions, each an HTTP answer through
+flask-cqlalchemy: ``RowNotFound`` (404) from ``aget_or_404``, the
+pagination errors (400), and the driver's own errors when the cluster
+cannot answer (503, the extension's error handlers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from cassandra.util import uuid_from_time
+
+from .extensions import adb
+from .models import Note, UserStats
+
+DEFAULT_PER_PAGE = 20
+DASHBOARD_LATEST = 5
+
+
+def note_json(note: Note) -> dict[str, Any]:
+    return {
+        "user_id": note.user_id,
+        "note_id": str(note.note_id),
+        "title": note.title,
+        "body": note.body,
+        "tags": sorted(note.tags or ()),
+        "created": _iso(note.created),
+    }
+
+
+async def cassandra_version() -> str:
+    """The release of the node that answers this query (a round trip to it)."""
+    rows = await adb.execute("SELECT release_version FROM system.local", timeout=5)
+    return rows[0]["release_version"]
+
+
+async def create_note(user_id: str, fields: Mapping[str, Any]) -> Note:
+    """Store a new note of ``user_id`` with ``fields`` (from ``parse_new_note``), then count it."""
+    now = _now()
+    # The id carries the creation time (so the clustering order is "newest
+    # first") with a random node and clock sequence: unique without LWT and
+    # without leaking the server's MAC address as uuid.uuid1() would.
+    note_id = uuid_from_time(now)
+    # Cassandra keeps milliseconds; store exactly what will be read back.
+    created = now.replace(microsecond=now.microsecond // 1000 * 1000, tzinfo=None)
+    note = await Note.acreate(user_id=user_id, note_id=note_id, created=created, **fields)
+    await UserStats.objects(user_id=user_id).aupdate(notes_written=1)
+    return note
+
+
+async def find_note(user_id: str, note_id: uuid.UUID) -> Note:
+    """The note; ``RowNotFound`` (a 404) when the user has no such note."""
+    return await Note.aget_or_404(
+        user_id=user_id, note_id=note_id, description=f"note {note_id} of user {user_id} not found"
+    )
+
+
+async def delete_note(user_id: str, note_id: uuid.UUID) -> None:
+    """Delete the note, or 404 as :func:`find_note`."""
+    note = await find_note(user_id, note_id)
+    # Deleting is idempotent: two concurrent deletes of one note may both
+    # answer 204, and nothing is counted twice (only writes are counted).
+    await note.adelete()
+
+
+async def list_notes(user_id: str, tag: str | None, per_page: Any, cursor: str | None) -> dict[str, Any]:
+    """One page of the user's notes, newest first; ``tag`` keeps the notes
+    that carry it. ``next_cursor`` is bound to this exact query (user, tag):
+    replayed against another one it is refused with 400, as are a bad
+    ``per_page`` and an altered cursor."""
+    query = Note.objects(user_id=user_id)
+    if tag is not None:
+        query = _tagged(query, tag)
+    page = await query.apaginate(per_page=per_page, cursor=cursor)
+    return {
+        "items": [note_json(note) for note in page.items],
+        "next_cursor": page.next_cursor,
+        "has_next": page.has_next,
+        "per_page": page.per_page,
+    }
+
+
+async def dashboard(user_id: str, tag: str | None) -> dict[str, Any]:
+    """Figures about one user, from independent queries sent concurrently."""
+    notes = Note.objects(user_id=user_id)
+
+    async def tagged_count() -> int | None:
+        return None if tag is None else await _tagged(notes, tag).acount()
+
+    async def stats() -> int:
+        row = await UserStats.objects(user_id=user_id).afirst()
+        return row.notes_written if row is not None else 0
+
+    async def tag_histogram() -> Counter[str]:
+        # Streams the user's partition page by page; its cost grows with the
+        # user's number of notes, like the count's.
+        histogram: Counter[str] = Counter()
+        async for note in notes.limit(None).only(["tags"]).fetch_size(500):
+            histogram.update(note.tags or ())
+        return histogram
+
+    count, latest, written, histogram, with_tag = await asyncio.gather(
+        notes.acount(),
+        notes.limit(DASHBOARD_LATEST).aall(),
+        stats(),
+        tag_histogram(),
+        tagged_count(),
+    )
+    body: dict[str, Any] = {
+        "user_id": user_id,
+        "notes": count,
+        "notes_written": written,
+        "latest": [note_json(note) for note in latest],
+        "top_tags": [
+            {"tag": name, "notes": n} for name, n in sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        ],
+    }
+    if tag is not None:
+        body["tag"] = {"tag": tag, "notes": with_tag}
+    return body
+
+
+def _iso(moment: datetime) -> str:
+    # cqlengine reads timestamps back as naive UTC datetimes.
+    return moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _tagged(query: Any, tag: str) -> Any:
+    # The user_id restriction keeps ALLOW FILTERING inside one partition: the
+    # cost is that of reading the user's notes, not the table.
+    return query.filter(tags__contains=tag).allow_filtering()
