@@ -1,8 +1,8 @@
-"""The notes service of ``examples/quart_app``, driven over HTTP two ways.
+"""The notes service of ``examples/quart_app``, driven over HTTP three ways.
 
-Every behaviour runs twice: over Quart's test client, in this process, and
+Every behaviour runs three times: over Quart's test client, in this process,
 over a real hypercorn process serving ``examples.quart_app.asgi:app`` as the
-example's README does. The answers expected are the Flask app's (the same
+example's README does, and over a real uvicorn process. The answers expected are the Flask app's (the same
 statuses and JSON bodies as in ``tests/test_async_app.py``, whose helpers
 this module reuses); after writes, a separate driver session checks what
 Cassandra really holds.
@@ -53,6 +53,7 @@ from .test_async_app import (
 ROOT = Path(__file__).resolve().parent.parent
 KEYSPACE = "quart_app_tests"
 HYPERCORN = Path(sys.executable).with_name("hypercorn")
+UVICORN = Path(sys.executable).with_name("uvicorn")
 QUART = Path(sys.executable).with_name("quart")
 ASGI_APP = "examples.quart_app.asgi:app"
 
@@ -142,14 +143,22 @@ def served_in_process(env: Mapping[str, str]) -> Iterator[Client]:
         app.extensions["cqlalchemy"].ext.shutdown(app)
 
 
+def server_command(server: str, port: int) -> list[str]:
+    """The README's command for ``server`` (hypercorn, or uvicorn), on ``port``."""
+    if server == "uvicorn":
+        return [str(UVICORN), "--host", "127.0.0.1", "--port", str(port), ASGI_APP]
+    return [str(HYPERCORN), "--bind", f"127.0.0.1:{port}", ASGI_APP]
+
+
 @contextlib.contextmanager
-def served_by_hypercorn(env: Mapping[str, str], log_path: Path) -> Iterator[Client]:
-    """``hypercorn examples.quart_app.asgi:app`` (the README's command) with
-    these environment variables, from the repository root, on a free port."""
+def served_by(server: str, env: Mapping[str, str], log_path: Path) -> Iterator[Client]:
+    """``hypercorn examples.quart_app.asgi:app`` (the README's command), or
+    uvicorn's, with these environment variables, from the repository root, on
+    a free port."""
     port = _closed_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [str(HYPERCORN), "--bind", f"127.0.0.1:{port}", ASGI_APP],
+            server_command(server, port),
             cwd=ROOT,
             env=_env(**env),
             stdout=log,
@@ -176,7 +185,7 @@ def served_by_hypercorn(env: Mapping[str, str], log_path: Path) -> Iterator[Clie
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-            raise AssertionError(f"hypercorn did not stop on SIGTERM:\n{log_path.read_text()}") from None
+            raise AssertionError(f"{server} did not stop on SIGTERM:\n{log_path.read_text()}") from None
 
 
 @pytest.fixture(scope="module")
@@ -199,14 +208,14 @@ def schema() -> Iterator[None]:
     yield
 
 
-@pytest.fixture(scope="module", params=["test-client", "hypercorn"])
+@pytest.fixture(scope="module", params=["test-client", "hypercorn", "uvicorn"])
 def serve(request: pytest.FixtureRequest, schema: None, tmp_path_factory: pytest.TempPathFactory) -> Serve:
     """``serve(**environment)``: a context manager that serves the app
     configured by these variables and yields a :class:`Client` for it."""
     if request.param == "test-client":
         return lambda **env: served_in_process(env)
-    logs = tmp_path_factory.mktemp("hypercorn")
-    return lambda **env: served_by_hypercorn(env, logs / f"{uuid.uuid4().hex}.log")
+    logs = tmp_path_factory.mktemp(request.param)
+    return lambda **env: served_by(request.param, env, logs / f"{uuid.uuid4().hex}.log")
 
 
 @pytest.fixture(scope="module")
