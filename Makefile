@@ -1,6 +1,7 @@
 # One command for the demo, one for the tests: each sets up what it needs.
 #   make demo   virtualenv + local Cassandra node + schema, then serve examples/async_app
 #               (waitress, 8 threads, one event loop per thread: CASSANDRA_ASYNC_LOOPS)
+#   make demo-quart   the same service on Quart (examples/quart_app), served by hypercorn
 #   make test   virtualenv + local Cassandra node, then the whole test suite
 # CASSANDRA_HOSTS=host1,host2 uses that cluster instead of starting a node.
 
@@ -10,7 +11,7 @@ PYTHON      := $(VENV)/bin/python
 INSTALLED   := $(VENV)/.installed
 DEMO_PORT   ?= 5000
 
-.PHONY: venv cassandra test demo lint clean stop
+.PHONY: venv cassandra test demo demo-quart lint clean stop
 
 $(INSTALLED): pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -30,6 +31,11 @@ demo: venv cassandra
 	$(PYTHON) -m flask --app examples.async_app.wsgi init-db
 	@echo "Serving the notes service on http://127.0.0.1:$(DEMO_PORT)/ (Ctrl-C to stop)"
 	CASSANDRA_ASYNC_LOOPS=per-thread $(VENV)/bin/waitress-serve --host 127.0.0.1 --port $(DEMO_PORT) --threads 8 examples.async_app.wsgi:app
+
+demo-quart: venv cassandra
+	$(VENV)/bin/quart --app examples.quart_app.asgi init-db
+	@echo "Serving the notes service (Quart) on http://127.0.0.1:$(DEMO_PORT)/ (Ctrl-C to stop)"
+	$(VENV)/bin/hypercorn --bind 127.0.0.1:$(DEMO_PORT) examples.quart_app.asgi:app
 
 stop:
 	scripts/cassandra stop
