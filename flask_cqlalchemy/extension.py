@@ -184,27 +184,30 @@ def _forget_connections_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
-def _close_clusters_at_exit() -> None:
-    """Close this process's clusters as the interpreter begins to exit.
+def _stop_schedulers_at_exit() -> None:
+    """Stop the task scheduler of this process's clusters as the interpreter
+    begins to exit.
 
-    The driver closes its clusters in an ``atexit`` hook, but by then the
-    interpreter has already refused new work to every thread pool (its exit
-    hooks for threads run first, while non-daemon threads are still being
-    joined): a task of the driver's scheduler falling due in between failed
-    with "Exception in thread Task Scheduler: RuntimeError: cannot schedule
-    new futures after shutdown". Closed here, before the pools are, nothing
-    is left to fall due.
+    The interpreter refuses new work to every thread pool in its exit hooks
+    for threads, which run before it waits for the non-daemon threads; the
+    driver closes its clusters in an ``atexit`` hook, after that wait. A task
+    of the driver's scheduler falling due in between failed with "Exception
+    in thread Task Scheduler: RuntimeError: cannot schedule new futures after
+    shutdown". The scheduler only hands tasks to the driver's pool, which
+    refuses them from here on anyway, so it is stopped here, before the pools
+    are; the clusters stay open for the non-daemon threads still querying,
+    and the driver closes them once those threads have ended.
     """
     for connection in list(_Connection.live):
         cluster = connection.cluster
-        if cluster is not None and not cluster.is_shutdown:
+        if cluster is not None and not cluster.is_shutdown and not cluster.scheduler.is_shutdown:
             with contextlib.suppress(Exception):
-                cluster.shutdown()
+                cluster.scheduler.shutdown()
 
 
 # Hooks for threads run in reverse order of registration: this one runs
 # before the one concurrent.futures registered when it was imported (above).
-threading._register_atexit(_close_clusters_at_exit)  # type: ignore[attr-defined]
+threading._register_atexit(_stop_schedulers_at_exit)  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

@@ -143,6 +143,9 @@ cassandra.cluster
     ResultSet.__init__                  built by us from a future and its first page of rows
     ControlConnection._handle_schema_change   wrapped per instance: each SCHEMA_CHANGE event (a dict) passes [node]
     Cluster.control_connection          the cluster's control connection [node]
+    Cluster.scheduler                   the cluster's task scheduler, stopped as the interpreter begins to exit
+    _Scheduler.shutdown                 stops the scheduler's thread; Cluster.shutdown calls it again, harmlessly
+    _Scheduler.is_shutdown              whether the scheduler was stopped
 cassandra.query
     BoundStatement.prepared_statement   instance attribute: the prepared statement of a bound one
     PreparedStatement.column_metadata   instance attribute: the bind markers' columns (name, type)
@@ -448,6 +451,9 @@ INTERNALS = [
     Internal(f"{CL}:ResultSet", "__init__", method("response_future", "initial_response"), "execution"),
     Internal(f"{CL}:ControlConnection", "_handle_schema_change", method("event"), "schema_watch"),
     Internal(f"{CL}:Cluster", "control_connection", attr(), "schema_watch"),
+    Internal(f"{CL}:Cluster", "scheduler", attr(), "extension"),
+    Internal(f"{CL}:_Scheduler", "shutdown", method(), "extension"),
+    Internal(f"{CL}:_Scheduler", "is_shutdown", attr(bool), "extension"),
     Internal("cassandra.query:BoundStatement", "prepared_statement", inst(), "schema_watch"),
     Internal("cassandra.query:PreparedStatement", "column_metadata", inst(list), "prepared"),
     Internal("cassandra.protocol", "ColumnMetadata", klass(tuple), "prepared"),

@@ -396,3 +396,30 @@ def test_no_driver_error_at_interpreter_exit(framework, session):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "main done"
     assert "cannot schedule new futures" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_thread_still_running_at_exit_keeps_querying_until_it_ends(session):
+    # The interpreter waits for non-daemon threads after main returns: their
+    # queries must still be answered, as without the extension.
+    result = python(
+        f"""
+        import threading, time
+        from flask import Flask
+        from flask_cqlalchemy import CQLAlchemy
+
+        app = Flask("exiting")
+        app.config.update(CASSANDRA_HOSTS={HOSTS!r}, CASSANDRA_KEYSPACE={KEYSPACE_A!r})
+        db = CQLAlchemy(app)
+
+        def report() -> None:
+            time.sleep(0.5)
+            for _ in range(3):
+                print(len(list(db.execute("SELECT key FROM system.local"))))
+
+        threading.Thread(target=report).start()
+        print("main done")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["main", "done", "1", "1", "1"], result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
