@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import threading
+import types
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -518,9 +519,14 @@ def _global_names(import_name: str) -> dict[int, str]:
     top = import_name.partition(".")[0]
     names: dict[int, str] = {}
     for module_name, module in list(sys.modules.items()):
-        if module is None or not (module_name in (top, "__main__") or module_name.startswith(top + ".")):
+        if not isinstance(module, types.ModuleType) or not (
+            module_name in (top, "__main__") or module_name.startswith(top + ".")
+        ):
             continue
-        for name, value in list(vars(module).items()):
+        # Read past the module's own attribute lookup: a lazy module
+        # (importlib.util.LazyLoader) would run its code on any access, and
+        # until it has run it holds no name of the user's.
+        for name, value in list(object.__getattribute__(module, "__dict__").items()):
             if not name.startswith("_"):
                 names.setdefault(id(value), name)
     return names

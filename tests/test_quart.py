@@ -8,6 +8,7 @@ frameworks must agree, the test runs on both and compares.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
@@ -327,6 +328,24 @@ def test_shell_context_has_the_facade_under_its_name(apps, framework):
     assert context["db"] is notes_db.sync
     assert context["notes_db"] is notes_db
     assert context["QuartNote"] is QuartNote
+
+
+def test_shell_context_leaves_lazy_modules_and_non_modules_of_the_package_alone(apps, tmp_path, monkeypatch):
+    # A module of the app's package loaded lazily (importlib.util.LazyLoader)
+    # runs on first attribute access: here it would fail, as with a missing
+    # optional dependency. sys.modules may also hold an object without __dict__.
+    source = tmp_path / "lazy_reports.py"
+    source.write_text("raise ImportError('an optional dependency is missing')\n")
+    spec = importlib.util.spec_from_file_location(f"{__package__}.lazy_reports", source)
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    lazy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lazy)
+    monkeypatch.setitem(sys.modules, spec.name, lazy)
+    monkeypatch.setitem(sys.modules, f"{__package__}.not_a_module", object())
+
+    context = apps["quart"][KEYSPACE_A].make_shell_context()
+    assert context["notes_db"] is notes_db and context["db"] is notes_db.sync
 
 
 def test_shell_context_names_an_unnamed_facade_adb():
