@@ -80,9 +80,27 @@ def _quart_group() -> click.Group:
     for command in cql.commands.values():
         quart_command = copy.copy(command)
         # Flask's AppGroup wrapped the callback in its with_appcontext
-        quart_command.callback = with_appcontext(command.callback.__wrapped__)  # type: ignore[union-attr]
+        quart_command.callback = with_appcontext(_abort_with_args(command.callback.__wrapped__))  # type: ignore[union-attr]
         group.add_command(quart_command)
     return group
+
+
+def _abort_with_args(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback``, raising click's ``Abort`` (a declined confirmation) with
+    an argument: Quart's ``with_appcontext`` reads ``args[0]`` of every
+    ``RuntimeError`` passing through it, and an ``Abort()`` has none, so
+    declining ended in an ``IndexError`` traceback instead of "Aborted!"."""
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except click.Abort as exc:
+            if exc.args:
+                raise
+            raise click.Abort("aborted") from None
+
+    return run
 
 
 # -- shared plumbing ------------------------------------------------------------------

@@ -32,12 +32,18 @@ def cql(*args: str, input: str | None = None, on=None) -> Result:  # noqa: A002 
     return target.test_cli_runner().invoke(args=["cql", *args], input=input)
 
 
-def flask_cql(*args: str, app_spec: str = "tests.cli_app", command: str = "flask") -> subprocess.CompletedProcess[str]:
+def flask_cql(
+    *args: str,
+    app_spec: str = "tests.cli_app",
+    command: str = "flask",
+    input: str | None = None,  # noqa: A002 - subprocess's name
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``flask --app APP cql ARGS`` (or ``quart ...``) in a subprocess."""
     return subprocess.run(
         [str(BIN / command), "--app", app_spec, "cql", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        input=input,
         capture_output=True,
         text=True,
         timeout=120,
@@ -335,6 +341,15 @@ def test_flask_command_create_and_drop_keyspace(no_keyspace, command):
     assert KEYSPACE not in keyspaces()
     refused = flask_cql("drop-keyspace", "system", "--yes", app_spec=APP_SPECS[command], command=command)
     assert refused.returncode == 1 and "system" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("command", APP_SPECS)
+def test_flask_command_drop_keyspace_declined_aborts(empty_keyspace, command):
+    declined = flask_cql("drop-keyspace", KEYSPACE, app_spec=APP_SPECS[command], command=command, input="n\n")
+    assert declined.returncode == 1
+    assert f"Drop keyspace {KEYSPACE} (no tables) and all its data? [y/N]" in declined.stdout
+    assert declined.stderr.strip() == "Aborted!", declined.stderr
+    assert KEYSPACE in keyspaces()
 
 
 @pytest.mark.parametrize("command", APP_SPECS)
