@@ -6,12 +6,14 @@ cursor, the page size) so the message alone is enough to fix it.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import BadRequest, NotFound
 
 from . import frameworks
+
+if TYPE_CHECKING:
+    from flask.sansio.app import App
 
 
 class CQLAlchemyError(Exception):
@@ -65,20 +67,24 @@ class HTTPError(CQLAlchemyError):
         return body
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
-        if not _json_errors():
+        if _json_errors_app() is None:
             return super().get_headers(environ, scope)  # type: ignore[misc,no-any-return]
         return [("Content-Type", "application/json")]
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
-        if not _json_errors():
+        app = _json_errors_app()
+        if app is None:
             return super().get_body(environ, scope)  # type: ignore[misc,no-any-return]
-        return json.dumps(self.json_body()) + "\n"
+        # The app's provider, as the error handlers use: it also renders what
+        # a user may pass as the description, such as a lazy translation.
+        return app.json.dumps(self.json_body()) + "\n"
 
 
-def _json_errors() -> bool:
+def _json_errors_app() -> App | None:
+    """The current app if it has the extension's error handlers on, else None."""
     app = frameworks.current_app()
     state = app.extensions.get("cqlalchemy") if app is not None else None
-    return bool(getattr(state, "json_errors", False))
+    return app if getattr(state, "json_errors", False) else None
 
 
 class InvalidCursor(HTTPError, BadRequest):

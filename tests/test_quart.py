@@ -290,6 +290,36 @@ def test_without_the_error_handlers_or_404_is_the_frameworks_own_page(framework,
         notes_db.sync.shutdown(app)
 
 
+class LazyText:
+    """A translation resolved when rendered, as flask-babel's ``lazy_gettext`` gives."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __html__(self) -> str:
+        return self.text
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_or_404_with_a_lazy_description_answers_json_through_the_apps_provider(framework, session):
+    app = create_app(framework, KEYSPACE_B)
+
+    @app.get("/notes/<owner>/<uuid:note_id>/lazy-or-404")
+    async def read_lazy_or_404(owner: str, note_id: uuid.UUID) -> Any:
+        found = await QuartNote.aget_or_404(owner=owner, note_id=note_id, description=LazyText("no such note"))
+        return {"body": found.body}
+
+    try:
+        status, body, headers = get(app, f"/notes/x/{uuid.uuid4()}/lazy-or-404")
+        assert (status, headers["Content-Type"]) == (404, "application/json"), body
+        assert json.loads(body) == {"error": "not found", "message": "no such note"}
+    finally:
+        notes_db.sync.shutdown(app)
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_apps_own_404_handler_wins(framework, session):
     app = create_app(framework, KEYSPACE_B)
