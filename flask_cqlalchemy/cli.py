@@ -79,6 +79,8 @@ def _quart_group() -> click.Group:
     group = QuartAppGroup(cql.name, help=cql.help)
     for command in cql.commands.values():
         quart_command = copy.copy(command)
+        if command.help is not None:  # it names other commands to run
+            quart_command.help = command.help.replace("`flask cql ", "`quart cql ")
         # Flask's AppGroup wrapped the callback in its with_appcontext
         quart_command.callback = with_appcontext(_abort_with_args(command.callback.__wrapped__))  # type: ignore[union-attr]
         group.add_command(quart_command)

@@ -353,6 +353,14 @@ def test_flask_command_drop_keyspace_declined_aborts(empty_keyspace, command):
 
 
 @pytest.mark.parametrize("command", APP_SPECS)
+def test_flask_command_help_names_its_own_command(command):
+    shown = flask_cql("sync", "--help", app_spec=APP_SPECS[command], command=command)
+    assert shown.returncode == 0, shown.stderr
+    assert f"make them first with `{command} cql create-" in " ".join(shown.stdout.split())  # wrapped at the hyphen
+    assert ({"flask", "quart"} - {command}).pop() not in shown.stdout
+
+
+@pytest.mark.parametrize("command", APP_SPECS)
 def test_flask_command_missing_keyspace(no_keyspace, command):
     status = flask_cql("status", app_spec=APP_SPECS[command], command=command)
     assert status.returncode == 1
