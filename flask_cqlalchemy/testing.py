@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .config import validate_keyspace_name
-from .frameworks import app_context
+from .frameworks import app_context, framework_name
 
 if TYPE_CHECKING:
     from flask.sansio.app import App
@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 EXTENSION_KEY = "cqlalchemy"
 #: Seconds to wait for a TRUNCATE (the node's own limit is truncate_request_timeout, 60 s by default).
 TRUNCATE_TIMEOUT = 60.0
-_kept_keyspaces = pytest.StashKey[list]()
+#: The keyspaces kept, each with the command of its app's framework (``flask``, ``quart``).
+_kept_keyspaces = pytest.StashKey[list[tuple[str, str]]]()
 
 
 class KeyspaceWarning(UserWarning):
@@ -176,8 +177,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     kept = config.stash.get(_kept_keyspaces, [])
     if kept:
+        command = kept[-1][1]
         terminalreporter.write_line(
-            "flask-cqlalchemy kept keyspace(s) " + ", ".join(kept) + " (drop with `flask cql drop-keyspace NAME`)"
+            "flask-cqlalchemy kept keyspace(s) "
+            + ", ".join(name for name, _ in kept)
+            + f" (drop with `{command} cql drop-keyspace NAME`)"
         )
 
 
@@ -221,7 +225,7 @@ def cql_keyspace(request: pytest.FixtureRequest, cql_app: App, cql_db: CQLAlchem
         keep=bool(keep),
     ) as name:
         if keep:
-            config.stash.setdefault(_kept_keyspaces, []).append(name)
+            config.stash.setdefault(_kept_keyspaces, []).append((name, framework_name(cql_app)))
         yield name
 
 

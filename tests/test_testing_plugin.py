@@ -146,8 +146,9 @@ def test_plugin_makes_syncs_empties_and_drops_a_keyspace(pytester: pytest.Pytest
     assert "flask_cqlalchemy_plugin_real" not in present  # the app's own keyspace was never needed
 
 
-def test_keep_keyspace_option_and_prefix(pytester: pytest.Pytester, cluster):
-    pytester.makeconftest(user_conftest())
+@pytest.mark.parametrize("framework", ["flask", "quart"])
+def test_keep_keyspace_option_and_prefix(pytester: pytest.Pytester, cluster, framework):
+    pytester.makeconftest(user_conftest(framework))
     pytester.makepyfile(test_user=USER_TESTS)
     pytester.makeini("[pytest]\ncql_keyspace_prefix = flask_cqlalchemy_plugin_\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cql-keep-keyspace")
@@ -155,7 +156,9 @@ def test_keep_keyspace_option_and_prefix(pytester: pytest.Pytester, cluster):
     try:
         result.assert_outcomes(passed=3)
         assert keyspace.startswith("flask_cqlalchemy_plugin_")
-        result.stdout.fnmatch_lines([f"flask-cqlalchemy kept keyspace(s) {keyspace} (drop with*"])
+        result.stdout.fnmatch_lines(
+            [f"flask-cqlalchemy kept keyspace(s) {keyspace} (drop with `{framework} cql drop-keyspace NAME`)"]
+        )
         cluster[0].refresh_schema_metadata()
         kept = cluster[0].metadata.keyspaces[keyspace]
         assert set(kept.tables) == {"note", "place"}
