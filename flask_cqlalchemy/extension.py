@@ -12,7 +12,7 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -569,12 +569,26 @@ def _register_error_handlers(app: App) -> None:
         log.warning("Cassandra unavailable: %s", error)
         return frameworks.json_response(app, 503, {"error": "database unavailable", "message": type(error).__name__})
 
-    app.register_error_handler(ValidationError, invalid)
-    app.register_error_handler(QueryException, invalid)
-    app.register_error_handler(DoesNotExist, not_found)
-    app.register_error_handler(MultipleObjectsReturned, server_error)
-    for error_type in UNAVAILABLE_ERRORS:
-        app.register_error_handler(error_type, unavailable)
+    handlers = [
+        (ValidationError, invalid),
+        (QueryException, invalid),
+        (DoesNotExist, not_found),
+        (MultipleObjectsReturned, server_error),
+        *((error_type, unavailable) for error_type in UNAVAILABLE_ERRORS),
+    ]
+    quart = frameworks.is_quart(app)
+    for error_type, handler in handlers:
+        # Quart runs a plain function handler on a worker thread: these do
+        # nothing that blocks, so they are handed to it as coroutines.
+        app.register_error_handler(error_type, _as_coroutine(handler) if quart else handler)
+
+
+def _as_coroutine(handler: Callable[[Exception], Any]) -> Callable[[Exception], Any]:
+    @functools.wraps(handler)
+    async def on_the_loop(error: Exception) -> Any:
+        return handler(error)
+
+    return on_the_loop
 
 
 __all__ = ["CQLAlchemy", "AppState", "Bind"]

@@ -21,12 +21,18 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from flask.globals import _cv_app as _flask_app_context
+from flask.globals import _cv_request as _flask_request_context
 
 if TYPE_CHECKING:
     from flask.sansio.app import App
 
 #: The context variables holding the current app context, Flask's first.
 _app_contexts: tuple[contextvars.ContextVar[Any], ...] = (_flask_app_context,)
+#: Per app-context variable, the variables of the same framework holding the
+#: context of a request being served (Quart's websockets included).
+_serving_contexts: dict[contextvars.ContextVar[Any], tuple[contextvars.ContextVar[Any], ...]] = {
+    _flask_app_context: (_flask_request_context,)
+}
 
 
 def is_quart(app: App) -> bool:
@@ -45,32 +51,38 @@ def adopt(app: App) -> None:
     global _app_contexts
     if is_quart(app):
         from quart.globals import _cv_app as quart_app_context
+        from quart.globals import _cv_request as quart_request_context
+        from quart.globals import _cv_websocket as quart_websocket_context
 
         if quart_app_context not in _app_contexts:
+            _serving_contexts[quart_app_context] = (quart_request_context, quart_websocket_context)
             _app_contexts = (*_app_contexts, quart_app_context)
 
 
 def app_contexts() -> list[Any]:
-    """The app contexts active here, one per framework at most (usually zero or one)."""
-    return [context for variable in _app_contexts if (context := variable.get(None)) is not None]
+    """The app contexts active here, the current one first: one per framework
+    at most, usually zero or one.
+
+    Both frameworks' can be active at once, e.g. a test that pushes a Flask
+    app context around requests to a Quart app on the same extension: then
+    the one whose framework is serving a request comes first.
+    """
+    found = [(variable, context) for variable in _app_contexts if (context := variable.get(None)) is not None]
+    if len(found) > 1:
+        found.sort(key=lambda pair: all(serving.get(None) is None for serving in _serving_contexts[pair[0]]))
+    return [context for _, context in found]
 
 
 def current_app() -> App | None:
-    """The app of the active app context of either framework, or None outside one."""
-    for variable in _app_contexts:
-        context = variable.get(None)
-        if context is not None:
-            return context.app  # type: ignore[no-any-return]
-    return None
+    """The app of the current app context of either framework, or None outside one."""
+    contexts = app_contexts()
+    return contexts[0].app if contexts else None
 
 
 def current_globals() -> Any | None:
-    """The ``g`` of the active app context of either framework, or None outside one."""
-    for variable in _app_contexts:
-        context = variable.get(None)
-        if context is not None:
-            return context.g
-    return None
+    """The ``g`` of the current app context of either framework, or None outside one."""
+    contexts = app_contexts()
+    return contexts[0].g if contexts else None
 
 
 @contextlib.contextmanager

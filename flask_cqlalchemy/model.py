@@ -198,7 +198,7 @@ class ModelMixin:
 
     @classmethod
     def get_or_404(cls, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
-        """``Model.get`` that aborts with 404 when no row matches."""
+        """``Model.get`` that raises :class:`~flask_cqlalchemy.RowNotFound` (404) when no row matches."""
         return cls.objects.get_or_404(*args, description=description, **kwargs)  # type: ignore[attr-defined]
 
     # -- async --------------------------------------------------------------
@@ -245,7 +245,7 @@ class ModelMixin:
 
     @classmethod
     async def aget_or_404(cls, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
-        """:meth:`aget` that aborts with 404 when no row matches."""
+        """:meth:`aget` that raises :class:`~flask_cqlalchemy.RowNotFound` (404) when no row matches."""
         return await cls.objects.aget_or_404(*args, description=description, **kwargs)  # type: ignore[attr-defined]
 
     async def asave(self) -> Any:

@@ -173,9 +173,11 @@ cassandra.metadata
     TableMetadata.options               instance attribute: the table's options
 flask.globals
     _cv_app                             the app context variable: .get(None) is the AppContext, with .app, .g
-    _cv_request                         the request context variable: .get(None) is the RequestContext (runner)
+    _cv_request                         the request context variable: None outside a request (runner, frameworks)
 quart.globals
     _cv_app                             Quart's app context variable: .get(None) is its AppContext, with .app, .g
+    _cv_request                         Quart's request context variable: None outside a request (frameworks)
+    _cv_websocket                       Quart's websocket context variable: None outside a websocket (frameworks)
 threading
     _register_atexit                    exit hooks, newest first, before thread pools refuse work
 asyncio
@@ -476,6 +478,8 @@ INTERNALS = [
     Internal("cassandra.metadata:TableMetadata", "options", inst(dict), "cli"),
     Internal("flask.globals", "_cv_app", attr(contextvars.ContextVar), "frameworks"),
     Internal("quart.globals", "_cv_app", attr(contextvars.ContextVar), "frameworks"),
+    Internal("quart.globals", "_cv_request", attr(contextvars.ContextVar), "frameworks"),
+    Internal("quart.globals", "_cv_websocket", attr(contextvars.ContextVar), "frameworks"),
     Internal("threading", "_register_atexit", method("func"), "extension"),
     Internal("flask.globals", "_cv_request", attr(contextvars.ContextVar), "runner"),
     Internal("asyncio", "_get_running_loop", method(), "runner"),

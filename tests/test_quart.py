@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,45 @@ def test_a_flask_and_a_quart_app_on_one_extension_keep_apart(apps, empty, sessio
     assert post(apps["flask"][KEYSPACE_B], "/notes/f?body=flask")[0] == 201
     assert rows(session, KEYSPACE_A) == {"q": ["quart"]}
     assert rows(session, KEYSPACE_B) == {"f": ["flask"]}
+
+
+def test_a_quart_request_inside_a_flask_app_context_uses_the_quart_app(apps, empty, session):
+    # e.g. a test fixture pushing a Flask app context while a Quart app on
+    # the same extension serves: the app serving the request is the current one
+    with apps["flask"][KEYSPACE_B].app_context():
+        assert post(apps["quart"][KEYSPACE_A], "/notes/in-flask-context?body=q")[0] == 201
+        assert notes_db.sync.state().keyspace == KEYSPACE_B  # outside the request: the pushed app
+    assert rows(session, KEYSPACE_A) == {"in-flask-context": ["q"]}
+    assert rows(session, KEYSPACE_B) == {}
+
+
+def test_a_flask_request_inside_a_quart_app_context_uses_the_flask_app(apps, empty, session):
+    from flask_cqlalchemy.frameworks import app_context
+
+    with app_context(apps["quart"][KEYSPACE_B]):
+        assert post(apps["flask"][KEYSPACE_A], "/notes/in-quart-context?body=f")[0] == 201
+        assert notes_db.sync.state().keyspace == KEYSPACE_B
+    assert rows(session, KEYSPACE_A) == {"in-quart-context": ["f"]}
+    assert rows(session, KEYSPACE_B) == {}
+
+
+def test_quart_error_handlers_answer_on_the_loop_without_a_worker_thread(apps, empty):
+    app = apps["quart"][KEYSPACE_A]
+    handed_to_threads: list[Any] = []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            handed_to_threads.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    async def ask() -> list[int]:
+        asyncio.get_running_loop().set_default_executor(Recording(max_workers=1))
+        client = app.test_client()
+        paths = [f"/notes/x/{uuid.uuid4()}", f"/notes/x/{uuid.uuid4()}/or-404", "/notes/x?cursor=bad", "/slow"]
+        return [(await client.get(path)).status_code for path in paths]
+
+    assert asyncio.run(ask()) == [404, 404, 400, 503]
+    assert handed_to_threads == []
 
 
 def test_a_task_started_before_serving_keeps_querying_its_app_while_requests_are_served(apps, empty, session):
