@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -561,6 +562,27 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+def _bind_below_ephemeral_ports(sock: socket.socket) -> None:
+    """Bind ``sock`` to a free loopback port below the kernel's range for
+    outgoing connections: while the relay is cut, a port from that range can
+    be handed to any connection opened on the machine (the driver's own
+    reconnection attempts included), and the relay could not listen again."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            lowest_ephemeral = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        lowest_ephemeral = 32768
+    candidates = list(range(max(1024, lowest_ephemeral - 12000), lowest_ephemeral))
+    random.shuffle(candidates)
+    for port in candidates:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return
+        except OSError:
+            continue
+    raise AssertionError(f"no free port below {lowest_ephemeral}")
+
+
 class Relay:
     """A TCP relay to the node that can be cut and restored, as a network
     partition would: the app talks to the node only through it."""
@@ -573,9 +595,13 @@ class Relay:
         self._listener: socket.socket | None = None
 
     def start(self) -> None:
+        """Listen, on the same port every time (the driver reconnects to it)."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        if self.port:
+            listener.bind(("127.0.0.1", self.port))
+        else:
+            _bind_below_ephemeral_ports(listener)
         listener.listen(64)
         listener.settimeout(0.05)
         self.port = listener.getsockname()[1]
