@@ -57,7 +57,14 @@ def serve(app) -> Iterator[str]:
         # thread, between two selects, so that its loop returns (closing them
         # from here raced the select: EBADF in the server thread).
         server.task_dispatcher.shutdown()
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        try:
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        except OSError:
+            # The trigger's pipe is already closed. Seen once in CI, only in
+            # test_cluster_lost_while_serving_is_503_json_then_recovers (a
+            # driver reconnecting through a cut relay); cause not found. The
+            # test had already passed; close what is left from here.
+            wasyncore.close_all(server._map)
         thread.join(timeout=10)
         assert not thread.is_alive()
 
