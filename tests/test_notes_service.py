@@ -1,11 +1,12 @@
-"""The notes service of ``examples/quart_app``, driven over HTTP three ways.
+"""The notes service, on Flask and on Quart, driven over HTTP four ways.
 
-Every behaviour runs three times: over Quart's test client, in this process,
-over a real hypercorn process serving ``examples.quart_app.asgi:app`` as the
-example's README does, and over a real uvicorn process. The answers expected are the Flask app's (the same
-statuses and JSON bodies as in ``tests/test_async_app.py``, whose helpers
-this module reuses); after writes, a separate driver session checks what
-Cassandra really holds.
+Every behaviour runs over the Flask app (``examples/async_app``) served by a
+real waitress process, and over the Quart app (``examples/quart_app``)
+through Quart's test client, a real hypercorn process and a real uvicorn
+process, each started with its README's command: the same statuses and JSON
+bodies from both frameworks. After writes, a separate driver session checks
+what Cassandra really holds. Helpers and data come from
+``tests/test_async_app.py``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYSPACE = "quart_app_tests"
 HYPERCORN = Path(sys.executable).with_name("hypercorn")
 UVICORN = Path(sys.executable).with_name("uvicorn")
+WAITRESS = Path(sys.executable).with_name("waitress-serve")
+WSGI_APP = "examples.async_app.wsgi:app"
 QUART = Path(sys.executable).with_name("quart")
 ASGI_APP = "examples.quart_app.asgi:app"
 
@@ -144,7 +147,10 @@ def served_in_process(env: Mapping[str, str]) -> Iterator[Client]:
 
 
 def server_command(server: str, port: int) -> list[str]:
-    """The README's command for ``server`` (hypercorn, or uvicorn), on ``port``."""
+    """The README's command for ``server`` on ``port``: hypercorn or uvicorn
+    serving the Quart app, or waitress serving the Flask app."""
+    if server == "flask-waitress":
+        return [str(WAITRESS), "--host", "127.0.0.1", f"--port={port}", "--threads", "8", WSGI_APP]
     if server == "uvicorn":
         return [str(UVICORN), "--host", "127.0.0.1", "--port", str(port), ASGI_APP]
     return [str(HYPERCORN), "--bind", f"127.0.0.1:{port}", ASGI_APP]
@@ -208,7 +214,7 @@ def schema() -> Iterator[None]:
     yield
 
 
-@pytest.fixture(scope="module", params=["test-client", "hypercorn", "uvicorn"])
+@pytest.fixture(scope="module", params=["test-client", "hypercorn", "uvicorn", "flask-waitress"])
 def serve(request: pytest.FixtureRequest, schema: None, tmp_path_factory: pytest.TempPathFactory) -> Serve:
     """``serve(**environment)``: a context manager that serves the app
     configured by these variables and yields a :class:`Client` for it."""
