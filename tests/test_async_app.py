@@ -113,12 +113,6 @@ def post(base: str, user: str, payload: Any = None, **kwargs: Any) -> requests.R
     return requests.post(f"{base}/users/{user}/notes", timeout=TIMEOUT, **kwargs)
 
 
-def create(base: str, user: str, title: str, **fields: Any) -> dict[str, Any]:
-    response = post(base, user, {"title": title, **fields})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 def get(base: str, path: str, **params: Any) -> requests.Response:
     return requests.get(f"{base}{path}", params=params, timeout=TIMEOUT)
 
@@ -147,23 +141,6 @@ def assert_error(response: requests.Response, status: int, field: Any = "<absent
     if field != "<absent>":
         assert body["field"] == field, body
     return body
-
-
-def walk(base: str, user: str, **params: Any) -> list[dict[str, Any]]:
-    """Every page of a listing, following next_cursor."""
-    pages = []
-    cursor = None
-    while True:
-        query = dict(params, **({"cursor": cursor} if cursor else {}))
-        response = get(base, f"/users/{user}/notes", **query)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        pages.append(page)
-        assert page["has_next"] == (page["next_cursor"] is not None)
-        if not page["has_next"]:
-            return pages
-        cursor = page["next_cursor"]
-        assert len(pages) < 1000
 
 
 def flip(cursor: str, index: int) -> str:
