@@ -143,6 +143,18 @@ def assert_error(response: requests.Response, status: int, field: Any = "<absent
     return body
 
 
+def assert_notes_schema(cql: Any, keyspace: str) -> None:
+    """``keyspace`` holds the notes service's tables as ``init-db`` makes them (RF 1)."""
+    cql.cluster.refresh_schema_metadata()
+    meta = cql.cluster.metadata.keyspaces[keyspace]
+    assert meta.replication_strategy.replication_factor == 1
+    assert set(meta.tables) == {"notes", "user_stats"}
+    notes = meta.tables["notes"]
+    assert [c.name for c in notes.partition_key] == ["user_id"]
+    assert [(c.name, c.cql_type) for c in notes.clustering_key] == [("note_id", "timeuuid")]
+    assert "CLUSTERING ORDER BY (note_id DESC)" in notes.export_as_string()
+
+
 def flip(cursor: str, index: int) -> str:
     return cursor[:index] + ("B" if cursor[index] == "A" else "A") + cursor[index + 1 :]
 
@@ -379,14 +391,7 @@ def test_init_db_command_creates_keyspace_and_tables(cql):
         )
         assert result.returncode == 0, result.stderr
         assert f"keyspace {keyspace} is ready" in result.stdout
-        cql.cluster.refresh_schema_metadata()
-        meta = cql.cluster.metadata.keyspaces[keyspace]
-        assert meta.replication_strategy.replication_factor == 1
-        assert set(meta.tables) == {"notes", "user_stats"}
-        notes = meta.tables["notes"]
-        assert [c.name for c in notes.partition_key] == ["user_id"]
-        assert [(c.name, notes.clustering_key[0].cql_type) for c in notes.clustering_key] == [("note_id", "timeuuid")]
-        assert "CLUSTERING ORDER BY (note_id DESC)" in notes.export_as_string()
+        assert_notes_schema(cql, keyspace)
     finally:
         cql.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
 

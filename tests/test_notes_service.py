@@ -45,6 +45,7 @@ from .test_async_app import (
     _env,
     _wait_for,
     assert_error,
+    assert_notes_schema,
     flip,
     notes_written,
     stored,
@@ -289,14 +290,7 @@ def walk(client: Client, user: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def test_init_db_command_created_the_keyspace_and_tables(cql):
-    cql.cluster.refresh_schema_metadata()
-    meta = cql.cluster.metadata.keyspaces[KEYSPACE]
-    assert meta.replication_strategy.replication_factor == 1
-    assert set(meta.tables) == {"notes", "user_stats"}
-    notes = meta.tables["notes"]
-    assert [c.name for c in notes.partition_key] == ["user_id"]
-    assert [(c.name, c.cql_type) for c in notes.clustering_key] == [("note_id", "timeuuid")]
-    assert "CLUSTERING ORDER BY (note_id DESC)" in notes.export_as_string()
+    assert_notes_schema(cql, KEYSPACE)
 
 
 # -- create -----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import click
@@ -85,7 +85,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     adb.init_app(app)
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
-    _register_cli(app)
+    register_init_db(app, lambda replication_factor: init_schema(app, replication_factor))
     return app
 
 
@@ -125,7 +125,10 @@ def connect(app: Flask) -> str:
         return adb.sync.execute("SELECT release_version FROM system.local").one()["release_version"]
 
 
-def _register_cli(app: Flask) -> None:
+def register_init_db(app: Any, create_schema: Callable[[int | None], None]) -> None:
+    """``flask init-db`` (``quart init-db`` for the Quart app): run
+    ``create_schema(replication_factor)``, one line of error if no node answers."""
+
     @app.cli.command("init-db")
     @click.option(
         "--replication-factor",
@@ -136,10 +139,10 @@ def _register_cli(app: Flask) -> None:
     def init_db(replication_factor: int | None) -> None:
         """Create the keyspace and the tables of the notes service."""
         try:
-            init_schema(app, replication_factor)
+            create_schema(replication_factor)
         except NoHostAvailable as exc:
             raise click.ClickException(f"no Cassandra node answers at {app.config['CASSANDRA_HOSTS']}: {exc}") from None
-        click.echo(f"keyspace {adb.sync.state().keyspace} is ready")
+        click.echo(f"keyspace {app.config['CASSANDRA_KEYSPACE']} is ready")
 
 
 def error_body(error: HTTPException) -> dict[str, Any]:

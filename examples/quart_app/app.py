@@ -12,12 +12,10 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import click
-from cassandra.cluster import NoHostAvailable
 from quart import Quart, ResponseReturnValue, jsonify
 from werkzeug.exceptions import HTTPException
 
-from examples.async_app.app import configure, error_body, error_headers
+from examples.async_app.app import configure, error_body, error_headers, register_init_db
 from examples.async_app.extensions import adb
 
 from .views import bp
@@ -37,7 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     adb.init_app(app)
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
-    _register_cli(app)
+    register_init_db(app, lambda replication_factor: asyncio.run(init_schema(app, replication_factor)))
     return app
 
 
@@ -47,23 +45,6 @@ async def init_schema(app: Quart, replication_factor: int | None = None) -> None
     async with app.app_context():
         await adb.create_keyspace_simple(adb.sync.state().keyspace, rf)
         await adb.sync_db()
-
-
-def _register_cli(app: Quart) -> None:
-    @app.cli.command("init-db")
-    @click.option(
-        "--replication-factor",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Replication factor of a newly created keyspace (default: $NOTES_REPLICATION_FACTOR or 1).",
-    )
-    def init_db(replication_factor: int | None) -> None:
-        """Create the keyspace and the tables of the notes service."""
-        try:
-            asyncio.run(init_schema(app, replication_factor))
-        except NoHostAvailable as exc:
-            raise click.ClickException(f"no Cassandra node answers at {app.config['CASSANDRA_HOSTS']}: {exc}") from None
-        click.echo(f"keyspace {app.config['CASSANDRA_KEYSPACE']} is ready")
 
 
 async def _http_error(error: HTTPException) -> ResponseReturnValue | HTTPException:
