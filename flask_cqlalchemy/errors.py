@@ -110,3 +110,25 @@ class RowNotFound(HTTPError, NotFound):
     the extension's error handlers on, like a plain ``get`` that misses)."""
 
     error_name = "not found"
+
+
+class InvalidQuery(HTTPError, BadRequest):
+    """A query Cassandra would refuse, refused before anything is sent (400):
+    an ANN query without a LIMIT or above the node's maximum, paged, on a
+    column without a vector index, with a vector of the wrong dimension...
+
+    ``column`` names the column and ``rule`` the rule broken; the JSON answer
+    (with the extension's error handlers on) carries both.
+    """
+
+    error_name = "invalid query"
+
+    def __init__(self, column: str, rule: str) -> None:
+        super().__init__(f"{column}: {rule}")
+        self.column = column
+        self.rule = rule
+
+    def json_body(self) -> dict[str, Any]:
+        body = super().json_body()
+        body["column"] = self.column
+        return body

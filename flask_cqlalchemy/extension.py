@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from cassandra import DriverException, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.cluster import _NOT_SET, Cluster, NoHostAvailable, ResultSet, Session
-from cassandra.cqlengine import ValidationError, columns, management
+from cassandra.cqlengine import ValidationError, management
 from cassandra.cqlengine import connection as cqlengine_connection
 from cassandra.cqlengine.query import DoesNotExist, MultipleObjectsReturned, QueryException
 from cassandra.cqlengine.usertype import UserType
 from cassandra.query import SimpleStatement
 
-from . import cqlengine_defaults, execution, frameworks, runner
+from . import columns, cqlengine_defaults, execution, frameworks, runner, sai
 from .cli import register_cli
 from .config import Settings, parse_consistency, read_binds, read_settings, validate_keyspace_name
 from .errors import ConfigError, NotInitializedError, SchemaError
@@ -381,12 +381,14 @@ class CQLAlchemy:
             for model in models:
                 log.debug("syncing table %s", model.column_family_name())
                 management.sync_table(model)
+                sai.sync_indexes(model)
 
     def sync_table(self, model: Any) -> None:
         """Create or alter the table of one model."""
         self._require_keyspaces({model._get_keyspace()}, model._get_connection())
         with _schema_change():
             management.sync_table(model)
+            sai.sync_indexes(model)
 
     def sync_type(self, type_model: type[UserType], keyspace: str | None = None) -> None:
         """Create or alter one user-defined type (in the app's keyspace by default).

@@ -19,7 +19,7 @@ from cassandra.cqlengine.columns import BaseContainerColumn, BaseValueManager
 from cassandra.cqlengine.models import hybrid_classmethod
 from cassandra.cqlengine.query import ValidationError
 
-from . import compiled, execution
+from . import compiled, execution, sai
 from .query import QuerySet, first_rows, first_rows_sync, one_of, send_captured, send_captured_sync
 
 if TYPE_CHECKING:
@@ -58,6 +58,12 @@ class ModelMixin:
     __queryset__ = QuerySet
     #: Name of a ``CASSANDRA_BINDS`` entry: this model's cluster and keyspace.
     __bind__: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Runs as cqlengine's metaclass creates the class, its columns known:
+        # SAI index options are checked at declaration, naming the column.
+        super().__init_subclass__(**kwargs)
+        sai.adopt_declared(cls)
 
     def __init__(self, **values: Any) -> None:
         # cqlengine's, except that a column's default is only evaluated when

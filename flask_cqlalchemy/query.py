@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cassandra import ConsistencyLevel
 from cassandra.cluster import ResultSet
+from cassandra.cqlengine import ValidationError
 from cassandra.cqlengine.query import ModelQuerySet, check_applied
 
-from . import execution
-from .errors import RowNotFound
+from . import execution, sai
+from .errors import InvalidQuery, RowNotFound
 from .pagination import CursorCodec, Page, check_per_page
+from .vector import MAX_TOP_K, SIMILARITY_FUNCTIONS, AnnSelectStatement, Vector
 
 if TYPE_CHECKING:
     from .extension import CQLAlchemy
@@ -102,6 +106,9 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
     #: Whether ``limit()`` was called: cqlengine's own default is 10000.
     _limit_set = False
+    #: ``(attribute, database vector, score function or None, score attribute)``
+    #: of an ANN query (:meth:`ann`), None otherwise.
+    _ann: tuple[str, list[Any], str | None, str] | None = None
 
     def limit(self, v: int | None) -> QuerySet:
         clone = super().limit(v)
@@ -129,6 +136,98 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
                 state[key] = copy.deepcopy(value, memo)
         return clone
 
+    # -- vector search --------------------------------------------------------
+
+    def ann(self, column: str, vector: Any, *, limit: int | None = None, score: bool | str = False) -> QuerySet:
+        """The ``limit`` rows whose ``column`` (a ``Vector`` with an SAI index)
+        is nearest to ``vector``, nearest first: ``ORDER BY column ANN OF
+        vector LIMIT limit``, with this queryset's filters.
+
+        ``score=True`` also selects the similarity of each row to ``vector``
+        (the index's similarity function; or name one: ``"cosine"``,
+        ``"dot_product"``, ``"euclidean"``) into the instance's ``score``
+        attribute.
+
+        Raises :class:`~flask_cqlalchemy.errors.InvalidQuery` (a 400), before
+        anything is sent, naming the column and the rule: no ``limit``, a
+        limit above Cassandra's maximum (1000), a column that is not a vector
+        with an SAI index, a vector of the wrong dimension or with elements
+        the node cannot search (NaN, infinity, the zero vector for cosine).
+        Paging, counting or ordering otherwise an ANN query raises it too.
+
+        .. versionadded:: 0.1
+        """
+        model_column = self.model._columns.get(column)
+        if not isinstance(model_column, Vector):
+            raise InvalidQuery(column, f"ANN OF needs a Vector column of {self.model.__name__}")
+        if not sai.is_sai(model_column) or not model_column.indexable:
+            raise InvalidQuery(column, 'ANN OF needs an SAI index on a float vector (declare index="sai")')
+        if limit is None:
+            raise InvalidQuery(column, "an ANN query needs a LIMIT (ann(..., limit=k))")
+        _check_ann_limit(column, limit)
+        try:
+            values = model_column.checked(vector, column)
+        except ValidationError as exc:
+            raise InvalidQuery(column, str(exc).partition(": ")[2] or str(exc)) from None
+        if not all(math.isfinite(x) for x in values):
+            raise InvalidQuery(column, "the query vector cannot hold NaN or infinity")
+        function = sai.similarity_function(model_column)
+        if function == "cosine" and not any(values):
+            raise InvalidQuery(column, "the zero vector has no cosine similarity to anything")
+        score_function = None
+        if score:
+            score_function = function if score is True else str(score)
+            if score_function not in SIMILARITY_FUNCTIONS:
+                raise InvalidQuery(column, f"score must be True or one of {', '.join(SIMILARITY_FUNCTIONS)}")
+            if score_function == "cosine" and not any(values):
+                raise InvalidQuery(column, "the zero vector has no cosine similarity to anything")
+            if "score" in self.model._columns:
+                raise InvalidQuery(column, f"score=... would hide the column {self.model.__name__}.score")
+        clone = self.limit(limit)
+        clone._ann = (column, model_column.to_database(values), score_function, "score")
+        return clone
+
+    def _select_query(self) -> Any:
+        statement = super()._select_query()
+        if self._ann is None:
+            return statement
+        name, vector, score, alias = self._ann
+        column = self.model._columns[name]
+        _check_ann_limit(name, statement.limit)
+        if statement.order_by:
+            raise InvalidQuery(name, "an ANN query cannot also be ordered by another column")
+        if statement.distinct_fields or statement.count:
+            raise InvalidQuery(name, "an ANN query cannot be counted or DISTINCT")
+        if self._consistency in (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL):
+            raise InvalidQuery(name, "an ANN query cannot run at a serial consistency level")
+        if score and self._values_list:
+            raise InvalidQuery(name, "score=... needs model instances, not values_list()")
+        if score and not statement.fields:
+            statement.fields = [c.db_field_name for c in self.model._columns.values()]
+        return AnnSelectStatement(statement, column.db_field_name, vector, score, alias)
+
+    def _get_result_constructor(self) -> Callable[[Any], Any]:
+        construct: Callable[[Any], Any] = super()._get_result_constructor()
+        if self._ann is None or self._ann[2] is None:
+            return construct
+        alias = self._ann[3]
+
+        def with_score(row: Any) -> Any:
+            instance = construct(row)
+            setattr(instance, alias, row[alias])
+            return instance
+
+        return with_score
+
+    def count(self) -> int:
+        if self._result_cache is None:  # len() of a fetched result counts its rows
+            self._refuse_ann("an ANN query cannot be counted (it returns at most its LIMIT)")
+        return super().count()  # type: ignore[no-any-return]
+
+    def _refuse_ann(self, rule: str) -> None:
+        if self._ann is not None:
+            raise InvalidQuery(self._ann[0], rule)
+
     # -- sync twins ---------------------------------------------------------
 
     def get_or_404(self, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
@@ -151,6 +250,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         Raises :class:`~flask_cqlalchemy.errors.InvalidPageSize` or
         :class:`~flask_cqlalchemy.errors.InvalidCursor` (both HTTP 400).
         """
+        self._refuse_ann("an ANN query cannot be paged: Cassandra returns its LIMIT rows at once")
         statement, per_page, paging_state = self._page_request(per_page, cursor)
         result = execution.send_sync(statement, paging_state)
         more = bool(result.paging_state) and _has_rows(
@@ -199,6 +299,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
     async def acount(self) -> int:
         """Await ``SELECT COUNT(*)`` of this query."""
+        self._refuse_ann("an ANN query cannot be counted (it returns at most its LIMIT)")
         query = self._select_query()
         query.count = True
         result = await self._send_select(query)
@@ -223,6 +324,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
     async def apaginate(self, per_page: Any = 20, cursor: str | None = None) -> Page[Any]:
         """Await one page; see :meth:`paginate`."""
+        self._refuse_ann("an ANN query cannot be paged: Cassandra returns its LIMIT rows at once")
         await execution.ensure_connected(self._connection_name())
         statement, per_page, paging_state = self._page_request(per_page, cursor)
         result = await execution.send(statement, paging_state)
@@ -282,6 +384,13 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         if more:
             next_cursor = self._extension().state().cursor_codec.encode(_fingerprint(statement), result.paging_state)
         return Page([construct(row) for row in result.current_rows], next_cursor, per_page, cursor)
+
+
+def _check_ann_limit(column: str, limit: Any) -> None:
+    if not limit:  # cqlengine's limit(None) is 0
+        raise InvalidQuery(column, "an ANN query needs a LIMIT (ann(..., limit=k))")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TOP_K:
+        raise InvalidQuery(column, f"an ANN query's LIMIT must be a whole number from 1 to {MAX_TOP_K}, not {limit!r}")
 
 
 def _has_rows(probe: ResultSet) -> bool:
