@@ -12,6 +12,8 @@ wait) runs in a worker thread so the loop stays free.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +21,15 @@ from cassandra.cluster import _NOT_SET
 from cassandra.cqlengine.query import BatchQuery, check_applied
 from cassandra.query import SimpleStatement
 
-from . import execution
+from . import execution, frameworks
 from .config import parse_consistency
 from .extension import CQLAlchemy
+from .migrations.migrator import upgrade_app
 
 if TYPE_CHECKING:
     from flask.sansio.app import App
+
+    from .migrations.migrator import Entry
 
 
 class AsyncCQLAlchemy:
@@ -61,6 +66,24 @@ class AsyncCQLAlchemy:
     async def sync_db(self) -> None:
         """Await :meth:`CQLAlchemy.sync_db`, run in a worker thread."""
         await self._in_thread(self.sync.sync_db)
+
+    async def migrate(
+        self, to: str | None = None, *, bind: str | None = None, echo: Callable[[str], None] | None = None
+    ) -> list[Entry]:
+        """Await the pending migrations of the current app, as ``flask cql
+        migrate upgrade`` runs them (its default connection's, then each
+        bind's; ``bind`` for one only), in a worker thread: the loop keeps
+        serving meanwhile. For apps that migrate at startup (Quart's
+        ``before_serving``). ``echo`` receives each progress line.
+
+        Returns the migrations run. Raises what ``upgrade`` raises
+        (:mod:`flask_cqlalchemy.migrations.errors`): a failed, in-progress
+        or changed migration, a failed statement, a lock held too long.
+        """
+        state = self.sync.state()
+        app = frameworks.current_app()
+        assert app is not None  # state() found one
+        return await self._in_thread(functools.partial(upgrade_app, app, state, to, bind=bind, echo=echo))  # type: ignore[no-any-return]
 
     async def create_keyspace_simple(self, name: str, replication_factor: int, durable_writes: bool = True) -> None:
         """Await :meth:`CQLAlchemy.create_keyspace_simple`."""

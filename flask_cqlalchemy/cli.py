@@ -23,23 +23,24 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from cassandra import OperationTimedOut
 from cassandra.cluster import NoHostAvailable
-from cassandra.cqlengine import CQLEngineException, columns, management
+from cassandra.cqlengine import CQLEngineException
 from cassandra.cqlengine import connection as cqlengine_connection
-from cassandra.metadata import TableMetadataV3
 from flask.cli import AppGroup
 
-from . import frameworks
+from . import frameworks, migrations
 from .errors import CQLAlchemyError
+from .migrations.autogenerate import autogenerate
+from .migrations.files import write_new
+from .schema_plan import SyncPlan, check_table
 
 if TYPE_CHECKING:
     from cassandra.cluster import Cluster
-    from cassandra.metadata import TableMetadata
     from flask.sansio.app import App
 
     from .config import Settings
@@ -73,11 +74,18 @@ def register_cli(app: App) -> None:
 def _quart_group() -> click.Group:
     """The commands of :data:`cql`, each run in Quart's app context instead
     of Flask's (Flask's ``AppGroup`` cannot find a Quart app)."""
+    return _quart_copy(cql)
+
+
+def _quart_copy(flask_group: click.Group) -> click.Group:
     from quart.cli import AppGroup as QuartAppGroup
     from quart.cli import with_appcontext
 
-    group = QuartAppGroup(cql.name, help=cql.help)
-    for command in cql.commands.values():
+    group = QuartAppGroup(flask_group.name, help=flask_group.help, short_help=flask_group.short_help)
+    for command in flask_group.commands.values():
+        if isinstance(command, click.Group):
+            group.add_command(_quart_copy(command))
+            continue
         quart_command = copy.copy(command)
         if command.help is not None:  # it names other commands to run
             quart_command.help = command.help.replace("`flask cql ", "`quart cql ")
@@ -204,223 +212,22 @@ class Clusters:
         return None
 
 
+def _sync_plan(clusters: Clusters, connection: str | None = None) -> SyncPlan:
+    """What ``sync_db`` would run (for the models of ``connection`` only, when given)."""
+    return SyncPlan(
+        clusters.state,
+        clusters.get,
+        connection=connection,
+        missing_keyspace=lambda name, conn: _missing_keyspace(name, clusters.bind_name(conn)),
+    )
+
+
 def _missing_keyspace(name: str, bind: str | None = None) -> click.ClickException:
     where = f" on bind {bind!r}" if bind else ""
     return click.ClickException(
         f"keyspace {name!r} does not exist{where}; create it with `{_command('create-keyspace ' + name)}`"
         + (" against that cluster" if bind else "")
     )
-
-
-# -- comparing models with the live schema -------------------------------------------
-
-
-def _canonical_type(cql_type: str) -> str:
-    """Spell a CQL type as Cassandra reports it: tuples are always frozen, and
-    cqlengine writes ``tuple<...>`` where the schema says ``frozen<tuple<...>>``."""
-
-    def parse(text: str, at: int) -> tuple[str, int]:
-        start = at
-        while at < len(text) and text[at] not in "<>,":
-            at += 1
-        name = text[start:at]
-        if at < len(text) and text[at] == "<":
-            args = []
-            at += 1
-            while True:
-                arg, at = parse(text, at)
-                args.append(arg)
-                if text[at] == ",":
-                    at += 1
-                    continue
-                at += 1  # the closing ">"
-                break
-            if name.lower() == "tuple":
-                return f"frozen<tuple<{', '.join(args)}>>", at
-            if name.lower() == "frozen" and len(args) == 1 and args[0].startswith("frozen<"):
-                return args[0], at
-            return f"{name}<{', '.join(args)}>", at
-        return name, at
-
-    try:
-        return parse(cql_type.replace(" ", ""), 0)[0]
-    except IndexError:  # not a type expression understood here: compare as written
-        return cql_type
-
-
-@dataclass
-class TableCheck:
-    """How one model's table compares with the model."""
-
-    model: Any
-    keyspace: str
-    table: str
-    exists: bool = False
-    missing: list[str] = field(default_factory=list)
-    differing: list[tuple[str, str, str]] = field(default_factory=list)  # (column, table type, model type)
-    primary_key_error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exists and not self.missing and not self.differing and self.primary_key_error is None
-
-    def summary(self) -> str:
-        if not self.exists:
-            return "table missing"
-        if self.primary_key_error:
-            return "PRIMARY KEY differs from the model"
-        problems = []
-        if self.missing:
-            problems.append("missing columns: " + ", ".join(self.missing))
-        for column, table_type, model_type in self.differing:
-            problems.append(f"column {column} is {table_type} in the table, {model_type} in the model")
-        return "; ".join(problems) if problems else "ok"
-
-
-def _table_metadata(cluster: Cluster, keyspace: str, table: str) -> TableMetadata | None:
-    keyspace_meta = cluster.metadata.keyspaces.get(keyspace)
-    return keyspace_meta.tables.get(table) if keyspace_meta is not None else None
-
-
-def check_table(cluster: Cluster, model: Any) -> TableCheck:
-    """Compare ``model`` with its table in ``cluster``'s schema metadata."""
-    check = TableCheck(model, model._get_keyspace(), model._raw_column_family_name())
-    table = _table_metadata(cluster, check.keyspace, check.table)
-    if table is None:
-        return check
-    check.exists = True
-    try:
-        management._validate_pk(model, table)
-    except CQLEngineException as exc:
-        check.primary_key_error = str(exc)
-    for column in model._columns.values():
-        meta = table.columns.get(column.db_field_name)
-        if meta is None:
-            check.missing.append(column.db_field_name)
-        elif _canonical_type(meta.cql_type) != _canonical_type(column.db_type):
-            check.differing.append((column.db_field_name, meta.cql_type, column.db_type))
-    return check
-
-
-# -- planning a sync without running it ---------------------------------------------
-
-
-class SyncPlan:
-    """The CQL that ``sync_db`` would run against the current schema, worked
-    out from the driver's schema metadata without sending any DDL.
-
-    Mirrors cqlengine's ``sync_type``/``sync_table``: types (nested ones
-    first) are created or gain their missing fields; tables are created, or
-    gain their missing columns, indexes and changed table options.
-    """
-
-    def __init__(self, clusters: Clusters) -> None:
-        self.clusters = clusters
-        self.statements: list[str] = []
-        # Keyed by (connection, keyspace, name): what exists or is planned so far.
-        self._types: dict[tuple[str, str, str], set[str]] = {}
-        self._tables: dict[tuple[str, str, str], set[str]] = {}
-        self._indexed: dict[tuple[str, str, str], set[str]] = {}
-
-    def build(self) -> list[str]:
-        state = self.clusters.state
-        ext = state.ext
-        models = ext.models
-        wanted = {(state.connection_name, state.keyspace)} | {(m._get_connection(), m._get_keyspace()) for m in models}
-        for connection, keyspace in sorted(wanted):
-            if keyspace not in self.clusters.get(connection).metadata.keyspaces:
-                raise _missing_keyspace(keyspace, self.clusters.bind_name(connection))
-        for user_type in ext.user_types:
-            self._plan_type(state.connection_name, state.keyspace, user_type)
-        for model in models:
-            self._plan_table(model)
-        return self.statements
-
-    def _plan_type(self, connection: str, keyspace: str, user_type: Any) -> None:
-        for field_column in user_type._fields.values():
-            for nested in _udts_of(field_column):
-                self._plan_type(connection, keyspace, nested)
-        key = (connection, keyspace, user_type.type_name())
-        if key not in self._types:
-            keyspace_meta = self.clusters.get(connection).metadata.keyspaces[keyspace]
-            existing = keyspace_meta.user_types.get(user_type.type_name())
-            if existing is None:
-                self.statements.append(management.get_create_type(user_type, keyspace))
-                self._types[key] = {f.db_field_name for f in user_type._fields.values()}
-                return
-            self._types[key] = set(existing.field_names)
-        known = self._types[key]
-        for field_column in user_type._fields.values():
-            if field_column.db_field_name not in known:
-                definition = field_column.get_column_def().strip()
-                self.statements.append(f"ALTER TYPE {keyspace}.{user_type.type_name()} ADD {definition}")
-                known.add(field_column.db_field_name)
-
-    def _plan_table(self, model: Any) -> None:
-        connection, keyspace, name = model._get_connection(), model._get_keyspace(), model._raw_column_family_name()
-        for column in model._columns.values():
-            for nested in _udts_of(column):
-                self._plan_type(connection, keyspace, nested)
-        key = (connection, keyspace, name)
-        if key not in self._tables:
-            table = _table_metadata(self.clusters.get(connection), keyspace, name)
-            if table is None:
-                self.statements.append(management._get_create_table(model))
-                self._tables[key] = {c.db_field_name for c in model._columns.values()}
-                self._indexed[key] = set()
-                self._plan_indexes(model, key)
-                return
-            management._validate_pk(model, table)  # sync_table would refuse: say so now
-            self._tables[key] = set(table.columns)
-            self._indexed[key] = {
-                c.db_field_name
-                for c in model._columns.values()
-                if management._get_index_name_by_column(table, c.db_field_name)
-            }
-            self._plan_options(model, table)
-        known = self._tables[key]
-        for column_name, column in model._columns.items():
-            if column.db_field_name in known:
-                continue
-            if column.primary_key:
-                raise click.ClickException(
-                    f"cannot add primary key column {column_name!r} to the existing table "
-                    f"{model.column_family_name()}; drop the table or change the model"
-                )
-            self.statements.append(f"ALTER TABLE {model.column_family_name()} ADD {column.get_column_def().strip()}")
-            known.add(column.db_field_name)
-        self._plan_indexes(model, key)
-
-    def _plan_indexes(self, model: Any, key: tuple[str, str, str]) -> None:
-        indexed = self._indexed[key]
-        for column in model._columns.values():
-            if column.index and column.db_field_name not in indexed:
-                self.statements.append(f'CREATE INDEX ON {model.column_family_name()} ("{column.db_field_name}")')
-                indexed.add(column.db_field_name)
-
-    def _plan_options(self, model: Any, table: TableMetadata) -> None:
-        # The comparison of cqlengine's _update_options, without its ALTER.
-        existing = management._options_map_from_strings(set(table._make_option_strings(table.options)))
-        wanted = management._options_map_from_strings(TableMetadataV3._make_option_strings(model.__options__ or {}))
-        changed = {}
-        for name, value in wanted.items():
-            if name not in existing:
-                raise click.ClickException(f"{model.__name__}: unknown table option {name!r}")
-            current = existing[name]
-            if isinstance(current, str):
-                if value != current:
-                    changed[name] = value
-            elif any(current.get(k) != v for k, v in value.items()):
-                changed[name] = value
-        if changed:
-            options = " AND ".join(TableMetadataV3._make_option_strings(changed))
-            self.statements.append(f"ALTER TABLE {model.column_family_name()} WITH {options}")
-
-
-def _udts_of(column: Any) -> list[Any]:
-    found: list[Any] = []
-    columns.resolve_udts(column, found)
-    return found
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -436,7 +243,7 @@ def sync_command(dry_run: bool) -> None:
     Columns are only ever added, never dropped or retyped.
     """
     state = _state()
-    statements = SyncPlan(Clusters(state)).build()
+    statements = _sync_plan(Clusters(state)).build()
     if dry_run:
         if not statements:
             click.echo("-- the schema is up to date: nothing to run")
@@ -614,3 +421,240 @@ def status_command(check: bool) -> None:
             raise click.exceptions.Exit(1)
     else:
         click.echo("schema:    in sync" if checks or types else "schema:    nothing to check")
+
+
+# -- migrations ------------------------------------------------------------------------
+
+
+@cql.group("migrate", short_help="Versioned schema migrations (see `flask cql migrate --help`).")
+def migrate_group() -> None:
+    """Versioned schema migrations, recorded in the cluster.
+
+    Migration files live in the app's `migrations/` directory
+    (CASSANDRA_MIGRATIONS_DIR), one directory per bind; what ran is recorded
+    in a table of each keyspace (CASSANDRA_MIGRATIONS_TABLE). Only one runner
+    migrates a keyspace at a time.
+
+    Exit codes: 0 done or nothing to do, 1 error, 3 migrations pending
+    (status), 4 a migration failed, is in progress or changed (nothing ran),
+    5 another runner holds the lock.
+    """
+
+
+def _migration_errors(command: F) -> F:
+    """Print a migration error and exit with its own exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except migrations.MigrationError as exc:
+            click.echo(f"Error: {_hint_commands(str(exc))}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _hint_commands(message: str) -> str:
+    """Messages name commands as `upgrade --resume`: say them in full."""
+    for command in ("upgrade --resume", "stamp ", "create-keyspace "):
+        message = message.replace(
+            f"`{command}", f"`{_command('migrate ' if command != 'create-keyspace ' else '')}{command}"
+        )
+    return message
+
+
+_bind_option = click.option("--bind", default=None, metavar="NAME", help="Only this bind (CASSANDRA_BINDS).")
+
+
+def _targets(bind: str | None, every: bool = True) -> list[migrations.Target]:
+    state = _state()
+    return migrations.targets(_current_app(), state, bind, every=every)
+
+
+@migrate_group.command("new")
+@click.argument("name")
+@click.option("--auto", is_flag=True, help="Write the CQL that makes the live schema match the models.")
+@click.option("--py", "python", is_flag=True, help="A Python data migration (def upgrade(session)).")
+@_bind_option
+@_cli_errors
+@_migration_errors
+def migrate_new_command(name: str, auto: bool, python: bool, bind: str | None) -> None:
+    """Create migration file NAME: empty, or with --auto drafted from the models.
+
+    Statements that --auto cannot make safe (drops, type and primary-key
+    changes) are written commented out under a REVIEW line: read the file
+    before running it.
+    """
+    if auto and python:
+        raise click.UsageError("--auto writes CQL; it cannot be combined with --py")
+    (target,) = _targets(bind, every=False)
+    if python:
+        path = write_new(target.directory, name, "py", _PY_TEMPLATE)
+        click.echo(f"created {path}")
+        return
+    if not auto:
+        path = write_new(target.directory, name, "cql", _CQL_TEMPLATE)
+        click.echo(f"created {path}")
+        return
+    state = _state()
+    clusters = Clusters(state)
+    migrator = migrations.Migrator(target)
+    unapplied = [e for e in migrator.status() if e.status not in ("applied", "file missing")]
+    if unapplied:
+        raise migrations.MigrationRefused(
+            f"{len(unapplied)} migration(s) of {target.label} are not applied yet "
+            f"({', '.join(e.filename for e in unapplied)}): run `upgrade` first, the draft compares the models "
+            f"with the live schema"
+        )
+    draft = autogenerate(
+        state,
+        target,
+        clusters.get,
+        missing_keyspace=lambda keyspace, conn: _missing_keyspace(keyspace, clusters.bind_name(conn)),
+    )
+    if draft.empty:
+        click.echo(f"no difference between the models and {target.label}: no file written")
+        return
+    command = _command(f"migrate new {name} --auto" + (f" --bind {bind}" if bind else ""))
+    path = write_new(target.directory, name, "cql", "")
+    path.write_text(draft.text(path.name, command, target.label), encoding="utf-8")
+    click.echo(f"created {path}: {len(draft.statements)} statement(s)")
+    for review in draft.reviews:
+        click.echo(f"warning: review {path.name}: {review.warning}", err=True)
+
+
+@migrate_group.command("upgrade")
+@click.option("--to", "to", default=None, metavar="VERSION", help="Stop after this version.")
+@click.option("--dry-run", is_flag=True, help="Print the statements that would run; change nothing.")
+@click.option("--resume", is_flag=True, help="Continue a FAILED or IN_PROGRESS migration after its last statement.")
+@_bind_option
+@_cli_errors
+@_migration_errors
+def migrate_upgrade_command(to: str | None, dry_run: bool, resume: bool, bind: str | None) -> None:
+    """Run the pending migrations, in version order, under the migration lock."""
+    chosen = _targets(bind, every=to is None)
+    for target in chosen:
+        _echo_target(target)
+        migrator = migrations.Migrator(target, echo=click.echo)
+        ran = migrator.upgrade(to, dry_run=dry_run, resume=resume)
+        if dry_run:
+            click.echo(f"  {len(ran)} migration(s) would run" if ran else "  nothing to run")
+        else:
+            click.echo(f"  applied {len(ran)} migration(s)" if ran else "  up to date: nothing to run")
+
+
+@migrate_group.command("status")
+@_bind_option
+@_cli_errors
+@_migration_errors
+def migrate_status_command(bind: str | None) -> None:
+    """Show every migration: applied, pending, failed, in progress, changed.
+
+    Exits 3 when some are pending, 4 when one failed, is in progress or
+    changed after it ran.
+    """
+    worst = 0
+    for target in _targets(bind):
+        _echo_target(target)
+        entries = migrations.Migrator(target).status()
+        if not entries:
+            click.echo("  no migrations")
+        width = max((len(e.filename) for e in entries), default=0)
+        for entry in entries:
+            click.echo(f"  {entry.filename:<{width}}  {entry.status:<12}  {_describe(entry)}".rstrip())
+        counts: dict[str, int] = {}
+        for entry in entries:
+            counts[entry.status] = counts.get(entry.status, 0) + 1
+        if entries:
+            click.echo("  " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+        if any(e.needs_attention for e in entries):
+            worst = max(worst, migrations.EXIT_NEEDS_ATTENTION)
+        elif any(e.status == "pending" for e in entries):
+            worst = max(worst, migrations.EXIT_PENDING)
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _describe(entry: migrations.Entry) -> str:
+    record = entry.record
+    if record is None:
+        return ""
+    when = record.finished_at or record.started_at
+    stamp = f"{when:%Y-%m-%d %H:%M:%S} UTC" if when else ""
+    total = f"/{record.statements_total}" if record.statements_total is not None else ""
+    parts = [stamp, f"by {record.run_by}" if record.run_by else "", f"{record.statements_done}{total} statement(s)"]
+    if record.how and record.how != "ran":
+        parts.append(f"({record.how})")
+    if entry.status == "changed":
+        parts.append("file changed after it ran")
+    if record.error and record.state != "SUCCEEDED":
+        parts.append(f"error: {record.error}")
+    return "  ".join(p for p in parts if p)
+
+
+@migrate_group.command("stamp")
+@click.argument("version")
+@_bind_option
+@_cli_errors
+@_migration_errors
+def migrate_stamp_command(version: str, bind: str | None) -> None:
+    """Record every migration up to VERSION as applied, without running it.
+
+    For a migration you completed by hand after it failed, or an applied
+    file you changed on purpose (its new checksum is recorded).
+    """
+    (target,) = _targets(bind, every=False)
+    stamped = migrations.Migrator(target, echo=click.echo).stamp(version)
+    click.echo(f"{target.label}: recorded {len(stamped)} migration(s) as applied" if stamped else "nothing to record")
+
+
+@migrate_group.command("baseline")
+@_bind_option
+@_cli_errors
+@_migration_errors
+def migrate_baseline_command(bind: str | None) -> None:
+    """Adopt an existing keyspace: record every migration file present as
+    applied, without running any. Refused once migrations are recorded."""
+    (target,) = _targets(bind, every=False)
+    entries = migrations.Migrator(target, echo=click.echo).baseline()
+    click.echo(
+        f"{target.label}: baseline of {len(entries)} migration(s); later files run with `{_command('migrate upgrade')}`"
+    )
+
+
+def _echo_target(target: migrations.Target) -> None:
+    table = f"{target.keyspace}.{target.settings.migrations_table}"
+    click.echo(f"{target.label}: files in {_relative(target.directory)}, state in {table}")
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+_CQL_TEMPLATE = """\
+-- CQL statements, each ending with ";". They run in order, one at a time,
+-- each DDL statement followed by a wait for schema agreement. A statement
+-- that fails leaves this migration FAILED: Cassandra cannot roll DDL back.
+"""
+
+_PY_TEMPLATE = '''\
+"""A data migration: upgrade(session) runs once, under the migration lock.
+
+session.execute() is the driver's, counted and followed by a wait for schema
+agreement after DDL; session.keyspace is the keyspace being migrated. Under
+`upgrade --resume` this function runs again from its start: make a second run
+harmless.
+"""
+
+from cassandra.query import SimpleStatement
+
+
+def upgrade(session):
+    rows = session.execute(SimpleStatement(f"SELECT * FROM {session.keyspace}.my_table", fetch_size=500))
+    for row in rows:  # later pages are fetched as the loop reaches them
+        pass
+'''

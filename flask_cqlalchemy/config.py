@@ -6,6 +6,7 @@ nothing else in the package looks at ``app.config``.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl
@@ -32,6 +33,17 @@ _LEGACY_OR_PROFILES = {
 }
 DEFAULT_MAX_PER_PAGE = 500
 
+#: ``flask cql migrate``: the state table's default name (in each keyspace
+#: migrated), how long the runner's lock row lives unless renewed, how long
+#: a second runner waits for it, and how long a runner waits for the
+#: cluster's nodes to agree on the schema after each DDL statement.
+DEFAULT_MIGRATIONS_TABLE = "schema_migrations"
+DEFAULT_MIGRATIONS_LOCK_TTL = 60
+DEFAULT_MIGRATIONS_LOCK_WAIT = 120
+DEFAULT_SCHEMA_AGREEMENT_WAIT = 30
+#: The lock lives in ``<table>_lock``: the table name leaves room for that.
+_MIGRATIONS_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,42}$")
+
 #: Boolean keys and their defaults.
 _FLAGS = {"LAZY_CONNECT": False, "RETRY_CONNECT": False, "PREPARE_STATEMENTS": True, "RECORD_QUERIES": False}
 
@@ -55,6 +67,13 @@ class Settings:
     cursor_secret: bytes | None = field(default=None, repr=False)
     prepare_statements: bool = True
     record_queries: bool = False
+    #: ``CASSANDRA_MIGRATIONS_DIR`` as configured (None: the default, see
+    #: :func:`flask_cqlalchemy.migrations.targets`).
+    migrations_dir: str | None = None
+    migrations_table: str = DEFAULT_MIGRATIONS_TABLE
+    migrations_lock_ttl: int = DEFAULT_MIGRATIONS_LOCK_TTL
+    migrations_lock_wait: int = DEFAULT_MIGRATIONS_LOCK_WAIT
+    schema_agreement_wait: int = DEFAULT_SCHEMA_AGREEMENT_WAIT
 
     def cluster_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`cassandra.cluster.Cluster`."""
@@ -229,6 +248,29 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
     if secret is not None and not isinstance(secret, (str, bytes)):
         raise ConfigError(name("CURSOR_SECRET"), "expected a string or bytes")
 
+    migrations_dir = config.get(name("MIGRATIONS_DIR"))
+    if migrations_dir is not None:
+        if isinstance(migrations_dir, os.PathLike):
+            migrations_dir = os.fspath(migrations_dir)
+        if not isinstance(migrations_dir, str) or not migrations_dir.strip():
+            raise ConfigError(name("MIGRATIONS_DIR"), f"expected a directory path, got {migrations_dir!r}")
+    migrations_table = config.get(name("MIGRATIONS_TABLE"), DEFAULT_MIGRATIONS_TABLE)
+    if not isinstance(migrations_table, str) or not _MIGRATIONS_TABLE.match(migrations_table):
+        raise ConfigError(
+            name("MIGRATIONS_TABLE"),
+            f"expected a table name of 1-43 letters, digits or underscores starting with a letter, "
+            f"got {migrations_table!r}",
+        )
+    lock_ttl = _int(
+        config.get(name("MIGRATIONS_LOCK_TTL"), DEFAULT_MIGRATIONS_LOCK_TTL), name("MIGRATIONS_LOCK_TTL"), 5, 86_400
+    )
+    lock_wait = _int(
+        config.get(name("MIGRATIONS_LOCK_WAIT"), DEFAULT_MIGRATIONS_LOCK_WAIT), name("MIGRATIONS_LOCK_WAIT"), 0, 86_400
+    )
+    agreement_wait = _int(
+        config.get(name("SCHEMA_AGREEMENT_WAIT"), DEFAULT_SCHEMA_AGREEMENT_WAIT), name("SCHEMA_AGREEMENT_WAIT"), 1, 3600
+    )
+
     return Settings(
         hosts=hosts,
         keyspace=keyspace,
@@ -245,6 +287,11 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
         cursor_secret=secret.encode() if isinstance(secret, str) else secret,
         prepare_statements=flags["PREPARE_STATEMENTS"],
         record_queries=flags["RECORD_QUERIES"],
+        migrations_dir=migrations_dir,
+        migrations_table=migrations_table,
+        migrations_lock_ttl=lock_ttl,
+        migrations_lock_wait=lock_wait,
+        schema_agreement_wait=agreement_wait,
     )
 
 
@@ -260,7 +307,9 @@ def read_binds(config: Mapping[str, Any]) -> dict[str, Settings]:
     inherited = {
         k: v
         for k, v in config.items()
-        if k.startswith("CASSANDRA_") and k not in ("CASSANDRA_HOSTS", "CASSANDRA_KEYSPACE", "CASSANDRA_BINDS")
+        # A bind has its own migrations directory (see migrations.targets).
+        if k.startswith("CASSANDRA_")
+        and k not in ("CASSANDRA_HOSTS", "CASSANDRA_KEYSPACE", "CASSANDRA_BINDS", "CASSANDRA_MIGRATIONS_DIR")
     }
     result = {}
     for bind, bind_config in binds.items():
