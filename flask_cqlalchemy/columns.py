@@ -1,10 +1,14 @@
-"""``db.columns``: cqlengine's column types, accepting ``index="sai"`` with
-``index_options={...}`` (see :mod:`flask_cqlalchemy.sai`), plus :class:`Vector`.
+"""``db.columns``: cqlengine's column types, plus :class:`Vector`.
 
-Each column type is a subclass of cqlengine's own (an instance is still a
-``cassandra.cqlengine.columns.Text`` and so on) and takes the same
-arguments. Every other name of ``cassandra.cqlengine.columns`` is this
-module's too, so code written against it keeps working.
+Any column takes ``index="sai"`` for a storage-attached index (see
+:mod:`flask_cqlalchemy.sai`). The scalar, tuple and user-defined type
+columns here are subclasses of cqlengine's own (an instance is still a
+``cassandra.cqlengine.columns.Text`` and so on) that also take
+``index_options={...}``. ``Set``, ``List``, ``Map`` and ``Counter`` are
+cqlengine's own classes: cqlengine builds their updates by their exact class
+(``SET s = s + ...``, ``n = n + 1``), and their SAI indexes have no options
+in Cassandra 5.0. Every other name of ``cassandra.cqlengine.columns`` is
+this module's too, so code written against it keeps working.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from cassandra.cqlengine.columns import (
     BaseFloat,
     BaseValueManager,
     Column,
+    Counter,
+    List,
+    Map,
+    Set,
     ValidationError,
 )
 
@@ -59,10 +67,6 @@ class BigInt(SAIColumn, _cqlengine.BigInt):  # type: ignore[misc]
 
 class VarInt(SAIColumn, _cqlengine.VarInt):  # type: ignore[misc]
     __doc__ = _cqlengine.VarInt.__doc__
-
-
-class Counter(SAIColumn, _cqlengine.Counter):  # type: ignore[misc]
-    __doc__ = _cqlengine.Counter.__doc__
 
 
 class DateTime(SAIColumn, _cqlengine.DateTime):  # type: ignore[misc]
@@ -107,18 +111,6 @@ class Decimal(SAIColumn, _cqlengine.Decimal):  # type: ignore[misc]
 
 class Tuple(SAIColumn, _cqlengine.Tuple):  # type: ignore[misc]
     __doc__ = _cqlengine.Tuple.__doc__
-
-
-class Set(SAIColumn, _cqlengine.Set):  # type: ignore[misc]
-    __doc__ = _cqlengine.Set.__doc__
-
-
-class List(SAIColumn, _cqlengine.List):  # type: ignore[misc]
-    __doc__ = _cqlengine.List.__doc__
-
-
-class Map(SAIColumn, _cqlengine.Map):  # type: ignore[misc]
-    __doc__ = _cqlengine.Map.__doc__
 
 
 class UserDefinedType(SAIColumn, _cqlengine.UserDefinedType):  # type: ignore[misc]

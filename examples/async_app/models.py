@@ -4,6 +4,11 @@
 first: listing a user's notes is a single-partition read in clustering
 order, and cursor pagination walks it page by page.
 
+Each note carries an ``embedding`` of its words (:mod:`.embedding`), with
+a storage-attached (SAI) vector index for "similar notes", and its
+``tags`` have an SAI index too, so filtering a user's notes by tag needs no
+``ALLOW FILTERING``.
+
 ``UserStats`` is a counter table. Counters cannot share a table with
 regular columns, and a counter increment is not idempotent, so it only
 counts what is cheap to count exactly: notes ever written by the user
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .embedding import EMBEDDING_DIM
 from .extensions import adb
 
 columns = adb.columns
@@ -33,8 +39,11 @@ class Note(Model):
     note_id = columns.TimeUUID(primary_key=True, clustering_order="DESC")
     title = columns.Text(required=True, max_length=TITLE_MAX)
     body = columns.Text(max_length=BODY_MAX)
-    tags = columns.Set(columns.Text(max_length=TAG_MAX))
+    tags = columns.Set(columns.Text(max_length=TAG_MAX), index="sai")
     created = columns.DateTime(required=True)
+    embedding = columns.Vector(
+        columns.Float, EMBEDDING_DIM, index="sai", index_options={"similarity_function": "cosine"}
+    )
 
 
 class UserStats(Model):

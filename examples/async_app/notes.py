@@ -12,19 +12,24 @@ cannot answer (503, the extension's error handlers).
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from cassandra import WriteFailure
 from cassandra.util import uuid_from_time
 
+from .embedding import embed
 from .extensions import adb
 from .models import Note, UserStats
 
 DEFAULT_PER_PAGE = 20
 DASHBOARD_LATEST = 5
+#: Tries of a note's insert refused by the node's vector index (see _insert_note).
+INSERT_ATTEMPTS = 8
 
 
 def note_json(note: Note) -> dict[str, Any]:
@@ -53,7 +58,8 @@ async def create_note(user_id: str, fields: Mapping[str, Any]) -> Note:
     note_id = uuid_from_time(now)
     # Cassandra keeps milliseconds; store exactly what will be read back.
     created = now.replace(microsecond=now.microsecond // 1000 * 1000, tzinfo=None)
-    note = await Note.acreate(user_id=user_id, note_id=note_id, created=created, **fields)
+    embedding = embed([fields["title"], fields.get("body") or "", *(fields.get("tags") or ())])
+    note = await _insert_note(user_id=user_id, note_id=note_id, created=created, embedding=embedding, **fields)
     await UserStats.objects(user_id=user_id).aupdate(notes_written=1)
     return note
 
@@ -71,6 +77,22 @@ async def delete_note(user_id: str, note_id: uuid.UUID) -> None:
     # Deleting is idempotent: two concurrent deletes of one note may both
     # answer 204, and nothing is counted twice (only writes are counted).
     await note.adelete()
+
+
+async def similar_notes(user_id: str, note_id: uuid.UUID, k: int) -> dict[str, Any]:
+    """The ``k`` notes of the user nearest to the note (cosine similarity of
+    their embeddings, an approximate-nearest-neighbour query on the SAI
+    vector index), most similar first, each with its ``score`` (from 0 to 1);
+    404 as :func:`find_note`."""
+    note = await find_note(user_id, note_id)
+    vector = note.embedding or embed([note.title, note.body or "", *(note.tags or ())])
+    # One more than asked: the note itself is its own nearest neighbour.
+    found = await Note.objects(user_id=user_id).ann("embedding", vector, limit=k + 1, score=True).aall()
+    others = [other for other in found if other.note_id != note.note_id][:k]
+    return {
+        "note_id": str(note.note_id),
+        "similar": [{**note_json(other), "score": round(other.score, 6)} for other in others],
+    }
 
 
 async def list_notes(user_id: str, tag: str | None, per_page: Any, cursor: str | None) -> dict[str, Any]:
@@ -130,6 +152,22 @@ async def dashboard(user_id: str, tag: str | None) -> dict[str, Any]:
     return body
 
 
+async def _insert_note(**values: Any) -> Note:
+    # Cassandra 5.0.9 refuses a write to a vector index (WriteFailure) when
+    # more such writes run at once on the node than it has processors plus
+    # one (CASSANDRA-21644, fixed in later releases). The insert is
+    # idempotent (same key, same values): it is tried again after a short
+    # random pause, which also spreads the concurrent writers out.
+    for attempt in range(INSERT_ATTEMPTS):
+        try:
+            return await Note.acreate(**values)
+        except WriteFailure:
+            if attempt == INSERT_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.004 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
 def _iso(moment: datetime) -> str:
     # cqlengine reads timestamps back as naive UTC datetimes.
     return moment.isoformat(timespec="milliseconds") + "Z"
@@ -140,6 +178,6 @@ def _now() -> datetime:
 
 
 def _tagged(query: Any, tag: str) -> Any:
-    # The user_id restriction keeps ALLOW FILTERING inside one partition: the
-    # cost is that of reading the user's notes, not the table.
-    return query.filter(tags__contains=tag).allow_filtering()
+    # The tags' SAI index answers CONTAINS within the user's partition: no
+    # ALLOW FILTERING, no reading of the user's other notes.
+    return query.filter(tags__contains=tag)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 NOTE_FIELDS = ("title", "body", "tags")
+#: Most similar notes one request may ask for.
+SIMILAR_MAX = 50
 
 
 class FieldError(BadRequest):
@@ -52,6 +54,14 @@ def check_note_id(value: str) -> uuid.UUID:
             "note_id", "note_id must be a time-based (version 1) UUID, as returned when the note was created"
         )
     return note_id
+
+
+def check_k(value: Any) -> int:
+    """``k`` of ``/similar``: a whole number from 1 to :data:`SIMILAR_MAX`."""
+    text = str(value).strip()
+    if not text.isdecimal() or not 1 <= int(text) <= SIMILAR_MAX:
+        raise FieldError("k", f"k must be a whole number from 1 to {SIMILAR_MAX}")
+    return int(text)
 
 
 def check_tag(value: Any, field: str) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request, url_for
 
 from . import notes
-from .validation import check_note_id, check_tag, check_user_id, parse_new_note
+from .validation import check_k, check_note_id, check_tag, check_user_id, parse_new_note
 
 bp = Blueprint("notes", __name__)
+DEFAULT_SIMILAR = 5
 
 
 @bp.get("/health")
@@ -42,6 +43,15 @@ async def get_note(user_id: str, note_id: str):
 async def delete_note(user_id: str, note_id: str):
     await notes.delete_note(check_user_id(user_id), check_note_id(note_id))
     return "", 204
+
+
+@bp.get("/users/<user_id>/notes/<note_id>/similar")
+async def similar_notes(user_id: str, note_id: str):
+    """The ``k`` (default 5) notes of the user most similar to this one."""
+    found = await notes.similar_notes(
+        check_user_id(user_id), check_note_id(note_id), check_k(request.args.get("k", DEFAULT_SIMILAR))
+    )
+    return jsonify(found)
 
 
 @bp.get("/users/<user_id>/notes")

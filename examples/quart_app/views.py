@@ -8,9 +8,10 @@ from __future__ import annotations
 from quart import Blueprint, ResponseReturnValue, jsonify, request, url_for
 
 from examples.async_app import notes
-from examples.async_app.validation import aparse_new_note, check_note_id, check_tag, check_user_id
+from examples.async_app.validation import aparse_new_note, check_k, check_note_id, check_tag, check_user_id
 
 bp = Blueprint("notes", __name__)
+DEFAULT_SIMILAR = 5
 
 
 @bp.get("/health")
@@ -36,6 +37,15 @@ async def get_note(user_id: str, note_id: str) -> ResponseReturnValue:
 async def delete_note(user_id: str, note_id: str) -> ResponseReturnValue:
     await notes.delete_note(check_user_id(user_id), check_note_id(note_id))
     return "", 204
+
+
+@bp.get("/users/<user_id>/notes/<note_id>/similar")
+async def similar_notes(user_id: str, note_id: str) -> ResponseReturnValue:
+    """The ``k`` (default 5) notes of the user most similar to this one."""
+    found = await notes.similar_notes(
+        check_user_id(user_id), check_note_id(note_id), check_k(request.args.get("k", DEFAULT_SIMILAR))
+    )
+    return jsonify(found)
 
 
 @bp.get("/users/<user_id>/notes")

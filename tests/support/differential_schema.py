@@ -25,6 +25,8 @@ from cassandra.cqlengine import columns
 from cassandra.util import Duration
 from hypothesis import strategies as st
 
+from flask_cqlalchemy.vector import Vector
+
 #: cqlengine's column class of every scalar CQL type.
 SCALAR_COLUMNS: dict[str, Any] = {
     "ascii": columns.Ascii,
@@ -53,6 +55,8 @@ VALUE_SCALARS = tuple(kind for kind in SCALAR_COLUMNS if kind != "counter")
 #: Scalars Cassandra can order: the only ones allowed as keys, set elements
 #: and map keys (a duration has no order).
 ORDERED_SCALARS = tuple(kind for kind in VALUE_SCALARS if kind != "duration")
+#: The element types of a vector (``vector<float, 3>``): the numeric scalars.
+VECTOR_ELEMENTS = ("float", "double", "int", "bigint", "smallint", "tinyint", "varint", "decimal")
 
 
 # -- CQL types ---------------------------------------------------------------
@@ -66,10 +70,14 @@ class CqlType:
     kind: str
     of: tuple[CqlType, ...] = ()
     name: str = ""
+    #: A vector's dimension.
+    size: int = 0
 
     def __str__(self) -> str:
         if self.kind == "udt":
             return self.name
+        if self.kind == "vector":
+            return f"vector<{self.of[0]}, {self.size}>"
         if self.of:
             return f"{self.kind}<{', '.join(map(str, self.of))}>"
         return self.kind
@@ -105,6 +113,8 @@ def parse_type(text: str) -> CqlType:
                     break
         if name == "frozen":
             return args[0]
+        if name == "vector":  # its dimension was read as a type name
+            return CqlType("vector", (args[0],), size=int(args[1].name))
         if name in SCALAR_COLUMNS or name in ("list", "set", "map", "tuple"):
             return CqlType(name, tuple(args))
         return CqlType("udt", name=name)
@@ -216,6 +226,8 @@ def build_column(type_: CqlType, user_types: dict[str, Any], **options: Any) -> 
         return SCALAR_COLUMNS[type_.kind](**options)
     if type_.kind == "udt":
         return columns.UserDefinedType(user_types[type_.name], **options)
+    if type_.kind == "vector":  # the extension's column, which plain cqlengine uses as any column
+        return Vector(SCALAR_COLUMNS[type_.of[0].kind], type_.size, **options)
     inner = [build_column(t, user_types) for t in type_.of]
     maker = {"list": columns.List, "set": columns.Set, "map": columns.Map, "tuple": columns.Tuple}[type_.kind]
     return maker(*inner, **options)
@@ -422,6 +434,8 @@ def values_of(type_: CqlType, udts: dict[str, UdtSpec]) -> st.SearchStrategy[Any
             lambda given, name=spec.name: UdtValue(name, tuple(given.items()))
         )
     inner = [values_of(t, udts) for t in type_.of]
+    if type_.kind == "vector":
+        return st.lists(inner[0], min_size=type_.size, max_size=type_.size)
     if type_.kind == "list":
         return st.lists(inner[0], max_size=3)
     # Sets and maps of two or more half of the time: the smallest ones whose
@@ -477,7 +491,16 @@ def value_types(udt_names: tuple[str, ...], depth: int = 2) -> st.SearchStrategy
         st.lists(inner, min_size=1, max_size=3).map(lambda ts: CqlType("tuple", tuple(ts))),
         # A frozen value holding a set, as a tuple: issue 10's problem 2.
         element_types().map(lambda t: CqlType("tuple", (CqlType("int"), CqlType("set", (t,))))),
+        # Vectors, as regular columns (float ones twice as often: single
+        # precision is where the prepared and literal paths could differ).
+        *([vector_types(), vector_types(only_float=True)] if depth == 2 else []),
     )
+
+
+def vector_types(only_float: bool = False) -> st.SearchStrategy[CqlType]:
+    """``vector<element, n>`` of a numeric element, n from 1 to 4."""
+    elements = st.just("float") if only_float else st.sampled_from(VECTOR_ELEMENTS)
+    return st.builds(lambda kind, size: CqlType("vector", (CqlType(kind),), size=size), elements, st.integers(1, 4))
 
 
 def key_values(type_: CqlType, partition: bool) -> st.SearchStrategy[tuple[Any, ...]]:
@@ -530,6 +553,9 @@ def retyped(draw: Any, spec: TableSpec) -> TableSpec:
     def other(type_: CqlType, ordered: bool) -> CqlType:
         if type_.kind == "counter" or type_.kind == "udt":
             return type_
+        if type_.kind == "vector":
+            kind = draw(st.sampled_from([k for k in VECTOR_ELEMENTS if k != type_.of[0].kind]))
+            return replace(type_, of=(CqlType(kind),))
         if type_.is_scalar:
             choices = [k for k in (ORDERED_SCALARS if ordered else VALUE_SCALARS) if k != type_.kind]
             return CqlType(draw(st.sampled_from(choices)))
