@@ -453,6 +453,64 @@ def test_listing_by_tag_pages_only_the_tagged_notes(client):
     assert_error(get(client, "/users/alice/notes", tag=""), 400, "tag")
 
 
+def test_tag_listing_uses_the_tags_sai_index(cql):
+    indexes = {
+        row.index_name: dict(row.options)
+        for row in cql.execute(
+            "SELECT index_name, options FROM system_schema.indexes WHERE keyspace_name = %s AND table_name = 'notes'",
+            [KEYSPACE],
+        )
+    }
+    assert indexes["notes_tags_sai_idx"] == {"class_name": "StorageAttachedIndex", "target": "values(tags)"}
+    assert indexes["notes_embedding_sai_idx"]["similarity_function"] == "cosine"
+    # what the service sends for ?tag=: no ALLOW FILTERING needed
+    assert list(cql.execute("SELECT note_id FROM notes WHERE user_id = 'alice' AND tags CONTAINS 'x'")) == []
+
+
+# -- similar notes ----------------------------------------------------------------------------------
+
+
+def similar(client: Client, user: str, note: dict[str, Any], **params: Any) -> Answer:
+    return get(client, f"/users/{user}/notes/{note['note_id']}/similar", **params)
+
+
+def test_similar_notes_are_the_ones_sharing_words_most_similar_first(client, cql):
+    vector = create(client, "alice", "Vector search on Cassandra", body="ANN queries with an SAI index")
+    sai = create(client, "alice", "SAI indexes on Cassandra", body="vector search with ANN queries")
+    cake = create(client, "alice", "Chocolate cake", body="flour, sugar, cocoa and eggs", tags=["baking"])
+    icing = create(client, "alice", "Chocolate icing for a cake", tags=["baking"])
+    create(client, "bob", "Vector search on Cassandra", body="ANN queries with an SAI index")
+
+    found = similar(client, "alice", vector, k=2)
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["note_id"] == vector["note_id"]
+    assert len(body["similar"]) == 2
+    assert body["similar"][0] == {**sai, "score": body["similar"][0]["score"]}
+    scores = [n["score"] for n in body["similar"]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+
+    everything = similar(client, "alice", cake).json()["similar"]  # k defaults to 5
+    assert [n["note_id"] for n in everything][0] == icing["note_id"]
+    # the user's other notes only, never the note itself nor another user's
+    assert sorted(n["note_id"] for n in everything) == sorted(n["note_id"] for n in (vector, sai, icing))
+    # stored with the note: one vector of the embedding's dimension, of length 1
+    (row,) = cql.execute(
+        "SELECT embedding FROM notes WHERE user_id = 'alice' AND note_id = %s", [uuid.UUID(cake["note_id"])]
+    )
+    assert len(row.embedding) == 256 and abs(sum(x * x for x in row.embedding) - 1) < 1e-5
+
+
+def test_similar_notes_refuse_a_bad_k_and_an_unknown_note(client):
+    note = create(client, "alice", "alone")
+    assert similar(client, "alice", note).json() == {"note_id": note["note_id"], "similar": []}
+    for k in ("0", "51", "five", "-1", "2.5"):
+        assert_error(similar(client, "alice", note, k=k), 400, "k")
+    assert similar(client, "alice", note, k=50).status_code == 200
+    assert_error(similar(client, "bob", note), 404)
+    assert_error(get(client, "/users/alice/notes/not-a-uuid/similar"), 400, "note_id")
+
+
 def test_unusable_cursors_are_400(client):
     for i in range(5):
         create(client, "alice", f"a{i}", tags=["t"])
