@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cassandra.cqlengine import CQLEngineException, columns, management
 from cassandra.metadata import TableMetadataV3
 
+from . import sai
 from .errors import SchemaError
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ class SyncPlan:
         self._types: dict[tuple[str, str, str], set[str]] = {}
         self._tables: dict[tuple[str, str, str], set[str]] = {}
         self._indexed: dict[tuple[str, str, str], set[str]] = {}
+        self._index_names: dict[tuple[str, str, str], set[str]] = {}
 
     def build(self) -> list[str]:
         """The statements, in the order they must run."""
@@ -212,10 +214,12 @@ class SyncPlan:
                 self.statements.append(management._get_create_table(model))
                 self._tables[key] = {c.db_field_name for c in model._columns.values()}
                 self._indexed[key] = set()
+                self._index_names[key] = set()
                 self._plan_indexes(model, key)
                 return
             management._validate_pk(model, table)  # sync_table would refuse: say so now
             self._tables[key] = set(table.columns)
+            self._index_names[key] = set(table.indexes)
             self._indexed[key] = {
                 c.db_field_name
                 for c in model._columns.values()
@@ -238,9 +242,15 @@ class SyncPlan:
     def _plan_indexes(self, model: Any, key: tuple[str, str, str]) -> None:
         indexed = self._indexed[key]
         for column in model._columns.values():
-            if column.index and column.db_field_name not in indexed:
+            if column.index and not sai.is_sai(column) and column.db_field_name not in indexed:
                 self.statements.append(f'CREATE INDEX ON {model.column_family_name()} ("{column.db_field_name}")')
                 indexed.add(column.db_field_name)
+        # Storage-attached indexes (index="sai"), as sync_db creates them.
+        names = self._index_names[key]
+        for _column, name, statement in sai.sai_index_statements(model):
+            if name not in names:
+                self.statements.append(statement)
+                names.add(name)
 
     def _plan_options(self, model: Any, table: TableMetadata) -> None:
         # The comparison of cqlengine's _update_options, without its ALTER.

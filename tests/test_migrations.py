@@ -713,3 +713,41 @@ def test_quart_app_migrates_before_serving_and_has_the_commands(project):
 
     assert "a" in asyncio.run(serve())["tables"]
     assert p.migrate("status").exit_code == 0
+
+
+def test_autogenerate_writes_vector_columns_and_storage_attached_indexes(project, admin):
+    p = project()
+    db = p.db
+
+    class Doc(db.Model):
+        id = db.columns.Integer(primary_key=True)
+        tag = db.columns.Text(index="sai", index_options={"case_sensitive": False})
+        embedding = db.columns.Vector(
+            db.columns.Float, 3, index="sai", index_options={"similarity_function": "dot_product"}
+        )
+
+    p.start()
+    admin.execute(f"CREATE TABLE {p.keyspace}.doc (id int PRIMARY KEY, tag text)")
+    result, text = _auto(p, "vectors")
+    statements = [line for line in text.splitlines() if line and not line.startswith("--")]
+    assert statements == [
+        f'ALTER TABLE {p.keyspace}.doc ADD "embedding" vector<float, 3>;',
+        f"CREATE CUSTOM INDEX IF NOT EXISTS doc_tag_sai_idx ON {p.keyspace}.doc (\"tag\") USING 'StorageAttachedIndex' "
+        "WITH OPTIONS = {'case_sensitive': 'false'};",
+        f'CREATE CUSTOM INDEX IF NOT EXISTS doc_embedding_sai_idx ON {p.keyspace}.doc ("embedding") '
+        "USING 'StorageAttachedIndex' WITH OPTIONS = {'similarity_function': 'dot_product'};",
+    ], text
+    assert p.migrate("upgrade").exit_code == 0
+    indexes = {
+        r.index_name: r.options["class_name"]
+        for r in admin.execute("SELECT * FROM system_schema.indexes WHERE keyspace_name = %s", (p.keyspace,))
+    }
+    assert indexes == {
+        "doc_tag_sai_idx": "StorageAttachedIndex",
+        "doc_embedding_sai_idx": "StorageAttachedIndex",
+    }
+    with p.app.app_context():
+        Doc.create(id=1, tag="Mixed", embedding=[0.5, 0.25, 1.0])
+        assert Doc.objects.filter(tag="mixed").get().embedding == [0.5, 0.25, 1.0]
+    again = p.migrate("new", "nothing", "--auto")
+    assert again.exit_code == 0 and "no difference" in again.output, again.output

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cassandra.cqlengine import management
 from cassandra.metadata import protect_name
 
+from .. import sai
 from ..schema_plan import SyncPlan, canonical_type, check_table, table_metadata, udts_of
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def autogenerate(
                         [f"ALTER TABLE {name} DROP {protect_name(column)}"],
                     )
                 )
-        indexed = {protect_name(c.db_field_name) for c in model._columns.values() if c.index}
+        indexed = {protect_name(c.db_field_name) for c in model._columns.values() if c.index or sai.is_sai(c)}
         for index in table.indexes.values():
             target_column = dict(index.index_options).get("target", "")
             column_name = target_column[7:-1] if target_column.startswith("values(") else target_column
