@@ -4,6 +4,7 @@
     python -m bench.run --quick         # smoke run, under ~2 min
     python -m bench.run --rounds 9 --out docs/benchmarks
     python -m bench.run --only runners --out /tmp/bench_runners   # scenario 6 alone
+    python -m bench.run --only vector                             # scenario 7 (ANN) alone
 
 Writes results.md, results.json, results.png, environment.md, profile.md and
 profile_*.txt into --out; prints the results table. See bench/README.md.
@@ -24,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import common, http_scenario, memory, profiling, report, runners_scenario, scenarios
+from . import common, http_scenario, memory, profiling, report, runners_scenario, scenarios, vector_scenario
 from . import contenders as contenders_module
 
 TARGETS = {
@@ -63,6 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "profile_inserts": 10_000,
         "profile_insert_contenders": ["facade", "raw"],
         "profile_interval_s": 0.0002,
+        "vector_queries_per_round": 2000,
     },
     "quick": {
         "rounds": 2,
@@ -87,10 +89,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "profile_inserts": 0,
         "profile_insert_contenders": [],
         "profile_interval_s": 0.0002,
+        "vector_queries_per_round": 200,
     },
 }
 
-SCENARIOS = ["reads", "inserts", "scan", "http", "runners", "memory", "profile"]
+SCENARIOS = ["reads", "inserts", "scan", "http", "runners", "memory", "profile", "vector"]
 
 
 def log(message: str) -> None:
@@ -161,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     # The driver warns that no load-balancing policy is set (its default is used, the same for every contender).
     logging.getLogger("cassandra.cluster").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+    if "vector" in wanted:
+        log("scenario 7: ANN top-10 over 100,000 vectors of dimension 256, 16 in flight (first run: loads them)")
+        found = vector_scenario.run(settings["rounds"], settings["vector_queries_per_round"], log)
+        log(f"  {vector_scenario.write(found, out)}; wrote {out}/results_vector.md")
+        wanted.discard("vector")
+        if not wanted:
+            return 0
 
     started = time.perf_counter()
     log(f"flask-cqlalchemy benchmarks: {mode} run, {settings['rounds']} rounds, output in {out}/ (logs in {workdir})")

@@ -32,6 +32,7 @@ migrations autogenerate), stable since 0.1:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -178,7 +179,7 @@ def sai_index_statements(model: Any) -> list[tuple[str, str, str]]:
     ]
 
 
-def sync_indexes(model: Any) -> None:
+def sync_indexes(model: Any, wait: float = 60.0) -> None:
     """Create the SAI indexes of ``model`` that do not exist (its table must).
 
     An index of another kind already on the column (a legacy one from
@@ -186,6 +187,11 @@ def sync_indexes(model: Any) -> None:
     and dropping one is a migration's decision. An SAI index whose options
     differ from the declared ones is kept as it is, also with a warning
     (changing them means dropping and re-creating the index).
+
+    Returns once the indexes it created are queryable on the node that
+    answered (the node builds an index in the background: queried before,
+    it answers ``INDEX_NOT_AVAILABLE``), or after ``wait`` seconds, with a
+    warning.
     """
     declared = [(name, column) for name, column in model._columns.items() if is_sai(column)]
     if not declared:
@@ -201,6 +207,7 @@ def sync_indexes(model: Any) -> None:
             connection=connection_name,
         )
     }
+    created = []
     for name, column in declared:
         index = index_name(model, column)
         options = index_options(model, name, column)
@@ -220,3 +227,29 @@ def sync_indexes(model: Any) -> None:
             continue
         log.debug("creating SAI index %s.%s", keyspace, index)
         connection.execute(create_statement(model, name, column), connection=connection_name)
+        created.append(index)
+    if created:
+        _wait_until_queryable(connection_name, keyspace, table, created, wait)
+
+
+def _wait_until_queryable(connection_name: str, keyspace: str, table: str, indexes: list[str], wait: float) -> None:
+    deadline = time.monotonic() + wait
+    pending = set(indexes)
+    while True:
+        try:
+            rows = connection.execute(
+                "SELECT index_name, is_queryable FROM system_views.sai_column_indexes "
+                "WHERE keyspace_name = %s AND table_name = %s",
+                (keyspace, table),
+                connection=connection_name,
+            )
+        except Exception as exc:  # a node without this virtual table: nothing to wait on
+            log.debug("cannot see whether SAI indexes are built: %s", exc)
+            return
+        pending -= {row["index_name"] for row in rows if row["is_queryable"]}
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            log.warning("SAI indexes %s of %s.%s are still being built", sorted(pending), keyspace, table)
+            return
+        time.sleep(0.05)
