@@ -21,10 +21,9 @@ from cassandra.cluster import _NOT_SET
 from cassandra.cqlengine.query import BatchQuery, check_applied
 from cassandra.query import SimpleStatement
 
-from . import execution, frameworks
+from . import execution
 from .config import parse_consistency
 from .extension import CQLAlchemy
-from .migrations.migrator import upgrade_app
 
 if TYPE_CHECKING:
     from flask.sansio.app import App
@@ -80,10 +79,7 @@ class AsyncCQLAlchemy:
         (:mod:`flask_cqlalchemy.migrations.errors`): a failed, in-progress
         or changed migration, a failed statement, a lock held too long.
         """
-        state = self.sync.state()
-        app = frameworks.current_app()
-        assert app is not None  # state() found one
-        return await self._in_thread(functools.partial(upgrade_app, app, state, to, bind=bind, echo=echo))  # type: ignore[no-any-return]
+        return await self._in_thread(functools.partial(self.sync.migrate, to, bind=bind, echo=echo))  # type: ignore[no-any-return]
 
     async def create_keyspace_simple(self, name: str, replication_factor: int, durable_writes: bool = True) -> None:
         """Await :meth:`CQLAlchemy.create_keyspace_simple`."""

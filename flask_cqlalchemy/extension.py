@@ -438,6 +438,25 @@ class CQLAlchemy:
         with _schema_change():
             management.drop_keyspace(name, connections=[self.state().connection_name])
 
+    def migrate(
+        self, to: str | None = None, *, bind: str | None = None, echo: Callable[[str], None] | None = None
+    ) -> list[Any]:
+        """Run the current app's pending migrations, as ``flask cql migrate
+        upgrade`` does: its default connection's, then each bind's (``bind``
+        for one only), under the migration lock. ``echo`` receives each
+        progress line. Returns the migrations run (``Entry`` objects).
+
+        Raises the errors of :mod:`flask_cqlalchemy.migrations.errors`:
+        ``MigrationRefused`` (a migration failed, is in progress or changed:
+        nothing ran), ``MigrationFailed``, ``LockTimeout``.
+        """
+        from .migrations.migrator import upgrade_app
+
+        state = self.state()
+        app = frameworks.current_app()
+        assert app is not None  # state() found one
+        return upgrade_app(app, state, to, bind=bind, echo=echo)
+
     def set_keyspace(self, name: str | None = None) -> None:
         """Use keyspace ``name`` for this app's models that do not set
         ``__keyspace__``; with no name, go back to ``CASSANDRA_KEYSPACE``."""

@@ -751,3 +751,15 @@ def test_autogenerate_writes_vector_columns_and_storage_attached_indexes(project
         assert Doc.objects.filter(tag="mixed").get().embedding == [0.5, 0.25, 1.0]
     again = p.migrate("new", "nothing", "--auto")
     assert again.exit_code == 0 and "no difference" in again.output, again.output
+
+
+def test_db_migrate_runs_the_pending_migrations_from_a_script(project):
+    p = project().start()
+    p.write("1_a.cql", "CREATE TABLE a (k int PRIMARY KEY);")
+    lines: list[str] = []
+    with p.app.app_context():
+        ran = p.db.migrate(echo=lines.append)
+        assert [e.filename for e in ran] == ["1_a.cql"]
+        assert p.db.migrate() == []
+    assert "a" in p.tables()
+    assert any(line.startswith("  [1/1] CREATE TABLE a") for line in lines), lines
