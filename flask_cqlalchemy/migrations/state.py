@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cassandra import ConsistencyLevel
+from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout
 from cassandra.query import SimpleStatement
 
 from .errors import LockLost, LockTimeout, MigrationError
@@ -44,6 +44,8 @@ FAILED = "FAILED"
 RAN, STAMPED, BASELINE = "ran", "stamped", "baseline"
 
 _LOCK_NAME = "migrate"
+#: Attempts of a lightweight transaction that times out (see StateTable.cas).
+CAS_ATTEMPTS = 5
 #: Namespace of the table ids (see the module docstring).
 _TABLE_ID_NAMESPACE = uuid.UUID("5f0c9f5e-3d1b-4a59-9a3c-0c3c6e2f6b71")
 
@@ -154,6 +156,7 @@ class StateTable:
             f"run_by, how, started_at) VALUES (%s, %s, %s, %s, 0, %s, %s, %s, %s) IF NOT EXISTS",
             (version, name, checksum, IN_PROGRESS, total, run_by, RAN, _now()),
             f"migration {version} was recorded by another runner meanwhile",
+            lambda row: row.get("run_by") == run_by,
         )
 
     def resume(self, record: Record, checksum: str, total: int | None, run_by: str) -> None:
@@ -163,6 +166,7 @@ class StateTable:
             f"error = null, started_at = %s WHERE version = %s IF state = %s AND run_by = %s",
             (IN_PROGRESS, checksum, total, run_by, _now(), record.version, record.state, record.run_by),
             f"migration {record.version} changed state meanwhile",
+            lambda row: row.get("state") == IN_PROGRESS and row.get("run_by") == run_by,
         )
 
     def progress(self, version: str, done: int, run_by: str) -> None:
@@ -170,6 +174,7 @@ class StateTable:
             f"UPDATE {self.qualified} SET statements_done = %s WHERE version = %s IF state = %s AND run_by = %s",
             (done, version, IN_PROGRESS, run_by),
             f"migration {version} is no longer ours to record",
+            lambda row: False,  # a retry applies again if the first one did
         )
 
     def succeed(self, version: str, done: int, run_by: str) -> None:
@@ -178,6 +183,7 @@ class StateTable:
             f"WHERE version = %s IF state = %s AND run_by = %s",
             (SUCCEEDED, done, _now(), version, IN_PROGRESS, run_by),
             f"migration {version} is no longer ours to record",
+            lambda row: row.get("state") == SUCCEEDED and row.get("run_by") == run_by,
         )
 
     def fail(self, version: str, done: int, error: str, run_by: str) -> None:
@@ -186,6 +192,7 @@ class StateTable:
             f"WHERE version = %s IF state = %s AND run_by = %s",
             (FAILED, done, error[:2000], _now(), version, IN_PROGRESS, run_by),
             f"migration {version} is no longer ours to record",
+            lambda row: row.get("state") == FAILED and row.get("run_by") == run_by,
         )
 
     def mark_applied(
@@ -199,6 +206,7 @@ class StateTable:
                 f"started_at, finished_at) VALUES (%s, %s, %s, %s, 0, %s, %s, %s, %s) IF NOT EXISTS",
                 (version, name, checksum, SUCCEEDED, run_by, how, now, now),
                 f"migration {version} was recorded by another runner meanwhile",
+                lambda row: row.get("run_by") == run_by,
             )
         else:
             self._lwt(
@@ -206,6 +214,7 @@ class StateTable:
                 f"finished_at = %s WHERE version = %s IF state = %s AND checksum = %s",
                 (SUCCEEDED, name, checksum, run_by, how, now, version, previous.state, previous.checksum),
                 f"migration {version} changed state meanwhile",
+                lambda row: row.get("state") == SUCCEEDED and row.get("checksum") == checksum,
             )
 
     # -- plumbing --------------------------------------------------------------
@@ -213,9 +222,32 @@ class StateTable:
     def _run(self, cql: str, params: Any = None, *, consistency: int = ConsistencyLevel.QUORUM) -> Any:
         return self.session.execute(SimpleStatement(cql, consistency_level=consistency), params)
 
-    def _lwt(self, cql: str, params: Any, conflict: str) -> None:
-        result = self._run(cql, params)
-        if not result.was_applied:
+    def cas(self, cql: str, params: Any, ours: Callable[[dict[str, Any]], bool]) -> tuple[bool, dict[str, Any]]:
+        """Run a lightweight transaction; return whether it applied and the row it returned.
+
+        A transaction that times out may or may not have applied: it is sent
+        again (a replica that is slow to answer makes Paxos time out now and
+        then), and a retry that does not apply but finds the row as this
+        writer left it (``ours(row)``) counts as applied.
+        """
+        retried = False
+        for attempt in range(1, CAS_ATTEMPTS + 1):
+            try:
+                result = self._run(cql, params)
+            except (WriteTimeout, OperationTimedOut) as exc:
+                if attempt == CAS_ATTEMPTS:
+                    raise
+                log.warning("lightweight transaction timed out (attempt %s of %s): %s", attempt, CAS_ATTEMPTS, exc)
+                retried = True
+                time.sleep(0.25 * attempt)
+                continue
+            row = _as_dict(result.one())
+            return bool(result.was_applied) or (retried and ours(row)), row
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lwt(self, cql: str, params: Any, conflict: str, ours: Callable[[dict[str, Any]], bool]) -> None:
+        applied, _ = self.cas(cql, params, ours)
+        if not applied:
             raise MigrationError(f"{conflict}; nothing was overwritten (run `status` to see it)")
 
 
@@ -264,14 +296,14 @@ class MigrationLock:
         deadline = time.monotonic() + self.wait
         told = False
         while True:
-            result = self.table._run(
+            applied, holder = self.table.cas(
                 f"INSERT INTO {self._qualified} (name, owner, acquired_at, renewed_at) VALUES (%s, %s, %s, %s) "
                 f"IF NOT EXISTS USING TTL %s",
                 (_LOCK_NAME, self.owner, _now(), _now(), self.ttl),
+                lambda row: row.get("owner") == self.owner,
             )
-            if result.was_applied:
+            if applied:
                 break
-            holder = _as_dict(result.one())
             who = holder.get("owner") or "another runner"
             since = holder.get("acquired_at")
             description = f"{who}" + (f" (since {_utc(since):%Y-%m-%d %H:%M:%S} UTC)" if since else "")
@@ -306,7 +338,11 @@ class MigrationLock:
         if self._renewer is not None:
             self._renewer.join()
         try:
-            self.table._run(f"DELETE FROM {self._qualified} WHERE name = %s IF owner = %s", (_LOCK_NAME, self.owner))
+            self.table.cas(
+                f"DELETE FROM {self._qualified} WHERE name = %s IF owner = %s",
+                (_LOCK_NAME, self.owner),
+                lambda row: not row.get("owner"),
+            )
         except Exception as exc:  # it expires by itself: report, do not mask the real outcome
             log.warning("could not release the migration lock (it expires within %s s): %s", self.ttl, exc)
 
@@ -316,10 +352,11 @@ class MigrationLock:
         wait = interval
         while not self._stop.wait(wait):
             try:
-                result = self.table._run(
+                applied, _ = self.table.cas(
                     f"UPDATE {self._qualified} USING TTL %s SET owner = %s, renewed_at = %s "
                     f"WHERE name = %s IF owner = %s",
                     (self.ttl, self.owner, _now(), _LOCK_NAME, self.owner),
+                    lambda row: False,  # a retry applies again while the lock is ours
                 )
             except Exception as exc:
                 log.warning("could not renew the migration lock: %s", exc)
@@ -331,7 +368,7 @@ class MigrationLock:
                     return
                 wait = min(interval, 1.0)
                 continue
-            if not result.was_applied:
+            if not applied:
                 self._lost = "the migration lock expired or was taken by another runner while this one was running"
                 return
             last_renewed = time.monotonic()
