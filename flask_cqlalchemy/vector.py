@@ -75,6 +75,7 @@ class Vector(sai.SAIColumn, columns.Column):  # type: ignore[misc]
         self.db_type = f"vector<{self.value_column.db_type}, {dimension}>"
         super().__init__(**kwargs)
         self._element = _element_check(self.value_column)
+        self._floating = isinstance(self.value_column, _FLOATING)
         self._for_node = _value_adjuster(self.value_column.cql_type)
 
     @property
@@ -102,10 +103,13 @@ class Vector(sai.SAIColumn, columns.Column):  # type: ignore[misc]
             raise ValidationError(f"{name}: a vector is a sequence of numbers, not {type(value).__name__}")
         if len(items) != self.dimension:
             raise ValidationError(f"{name}: the vector must have {self.dimension} elements, not {len(items)}")
-        try:
-            elements = [self._element(item) for item in items]
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"{name}: {exc}") from None
+        if self._floating and all(type(item) is float for item in items):
+            elements = list(items)  # the common case, checked at C speed
+        else:
+            try:
+                elements = [self._element(item) for item in items]
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(f"{name}: {exc}") from None
         if self.sai_options is not None and self.indexable:
             if not all(math.isfinite(x) for x in elements):
                 raise ValidationError(f"{name}: an indexed vector cannot hold NaN or infinity (the node refuses them)")
