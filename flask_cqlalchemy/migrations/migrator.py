@@ -206,7 +206,7 @@ class MigrationSession:
         self.statements += 1
         text = getattr(query, "query_string", query)
         if (isinstance(text, str) and _DDL.match(text)) or not result.response_future.is_schema_agreed:
-            self._migrator.wait_for_agreement(f"statement {self.statements} of {self._file.filename}")
+            self._migrator.wait_for_agreement(f"statement {self.statements} of {self._file.filename}", result)
         return result
 
     def prepare(self, query: str) -> Any:
@@ -364,14 +364,23 @@ class Migrator:
         if self._lock is not None:
             self._lock.check()
 
-    def wait_for_agreement(self, after: str) -> None:
-        """Wait until every live node reports the same schema version.
+    def wait_for_agreement(self, after: str, result: ResultSet | None = None) -> None:
+        """Wait until every live node reports the schema version of the node
+        that ran the statement of ``result``.
 
-        Raises :class:`SchemaAgreementTimeout` after
+        Asked of that node (the driver does the same after DDL): it knows the
+        new version first, and its peers' versions reach it by gossip once
+        they have applied the change. Asked of any other node, the question
+        can be answered "agreed" on the old version, before the change has
+        reached it: measured on the three-node cluster, right after a CREATE
+        INDEX. Raises :class:`SchemaAgreementTimeout` after
         ``CASSANDRA_SCHEMA_AGREEMENT_WAIT`` seconds.
         """
         wait = self.target.settings.schema_agreement_wait
-        if not self.cluster.control_connection.wait_for_schema_agreement(wait_time=wait):
+        future = result.response_future if result is not None else None
+        connection = getattr(future, "_connection", None)
+        cluster = future.session.cluster if future is not None else self.cluster
+        if not cluster.control_connection.wait_for_schema_agreement(connection=connection, wait_time=wait):
             raise SchemaAgreementTimeout(
                 f"the nodes did not agree on the schema within {wait} s after {after} "
                 f"(CASSANDRA_SCHEMA_AGREEMENT_WAIT); check `nodetool describecluster`",
@@ -383,8 +392,8 @@ class Migrator:
 
     _owner: str = ""
 
-    def _agree_on_table(self) -> None:
-        self.wait_for_agreement(f"creating {self.table.qualified}")
+    def _agree_on_table(self, result: ResultSet) -> None:
+        self.wait_for_agreement(f"creating {self.table.qualified}", result)
 
     def _require_keyspace(self) -> None:
         metadata = self.cluster.metadata
@@ -493,7 +502,7 @@ class Migrator:
                         done = number
                         self.table.progress(file.version, done, self._owner)
                         if _DDL.match(statement) or not result.response_future.is_schema_agreed:
-                            self.wait_for_agreement(f"statement {number} of {file.filename}")
+                            self.wait_for_agreement(f"statement {number} of {file.filename}", result)
                         self.echo(f"  [{number}/{total}] {_first_line(statement)} ({time.monotonic() - sent:.2f} s)")
                         if self.after_statement is not None:
                             self.after_statement(file, number, statement)

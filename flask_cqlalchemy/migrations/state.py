@@ -32,7 +32,7 @@ from cassandra.query import SimpleStatement
 from .errors import LockLost, LockTimeout, MigrationError
 
 if TYPE_CHECKING:
-    from cassandra.cluster import Session
+    from cassandra.cluster import ResultSet, Session
 
 log = logging.getLogger("flask_cqlalchemy.migrations")
 
@@ -79,11 +79,13 @@ class Record:
 class StateTable:
     """The state table and lock table of one keyspace.
 
-    ``wait_for_agreement()`` is called after each DDL statement this class
-    sends (it raises if the nodes do not agree).
+    ``wait_for_agreement(result)`` is called after each DDL statement this
+    class sends (it raises if the nodes do not agree).
     """
 
-    def __init__(self, session: Session, keyspace: str, table: str, wait_for_agreement: Callable[[], None]) -> None:
+    def __init__(
+        self, session: Session, keyspace: str, table: str, wait_for_agreement: Callable[[ResultSet], None]
+    ) -> None:
         self.session = session
         self.keyspace = keyspace
         self.table = table
@@ -115,12 +117,12 @@ class StateTable:
         }
         for name, columns in definitions.items():
             table_id = uuid.uuid5(_TABLE_ID_NAMESPACE, f"{self.keyspace}.{name}")
-            self._run(
+            result = self._run(
                 f"CREATE TABLE IF NOT EXISTS {self.keyspace}.{name} ({columns}) "
                 f"WITH ID = {table_id} AND comment = 'flask-cqlalchemy migrations'",
                 consistency=ConsistencyLevel.ONE,
             )
-            self._wait_for_agreement()
+            self._wait_for_agreement(result)
 
     # -- records ---------------------------------------------------------------
 
