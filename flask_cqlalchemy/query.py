@@ -162,8 +162,6 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
             raise InvalidQuery(column, f"ANN OF needs a Vector column of {self.model.__name__}")
         if not sai.is_sai(model_column) or not model_column.indexable:
             raise InvalidQuery(column, 'ANN OF needs an SAI index on a float vector (declare index="sai")')
-        if limit is None:
-            raise InvalidQuery(column, "an ANN query needs a LIMIT (ann(..., limit=k))")
         _check_ann_limit(column, limit)
         try:
             values = model_column.checked(vector, column)
@@ -387,6 +385,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
 
 def _check_ann_limit(column: str, limit: Any) -> None:
+    """Cassandra 5.0's rules for the LIMIT of an ANN query, as :class:`InvalidQuery`."""
     if not limit:  # cqlengine's limit(None) is 0
         raise InvalidQuery(column, "an ANN query needs a LIMIT (ann(..., limit=k))")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TOP_K:
