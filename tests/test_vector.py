@@ -399,7 +399,7 @@ def recall_at_10(corpus: dict[int, list[float]], limit: int) -> float:
 
 def test_ann_finds_the_nearest_neighbours_approximately(corpus, record_figure):
     # Cassandra's vector index is approximate (a jvector HNSW graph). On
-    # 5.0.9, over these 2,000 random (worst-case) vectors, LIMIT 10 finds 81%
+    # 5.0.9, over these 2,000 random (worst-case) vectors, LIMIT 10 finds 80-91%
     # of the true 10 nearest; asking for 50 and keeping the best 10 by score, 99%.
     direct, widened = recall_at_10(corpus, 10), recall_at_10(corpus, 50)
     record_figure(
