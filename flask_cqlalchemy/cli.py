@@ -81,14 +81,18 @@ def _quart_copy(flask_group: click.Group) -> click.Group:
     from quart.cli import AppGroup as QuartAppGroup
     from quart.cli import with_appcontext
 
-    group = QuartAppGroup(flask_group.name, help=flask_group.help, short_help=flask_group.short_help)
+    def for_quart(text: str | None) -> str | None:  # texts that name other commands
+        return text.replace("`flask cql ", "`quart cql ") if text is not None else None
+
+    group = QuartAppGroup(
+        flask_group.name, help=for_quart(flask_group.help), short_help=for_quart(flask_group.short_help)
+    )
     for command in flask_group.commands.values():
         if isinstance(command, click.Group):
             group.add_command(_quart_copy(command))
             continue
         quart_command = copy.copy(command)
-        if command.help is not None:  # it names other commands to run
-            quart_command.help = command.help.replace("`flask cql ", "`quart cql ")
+        quart_command.help = for_quart(command.help)
         # Flask's AppGroup wrapped the callback in its with_appcontext
         quart_command.callback = with_appcontext(_abort_with_args(command.callback.__wrapped__))  # type: ignore[union-attr]
         group.add_command(quart_command)
@@ -457,10 +461,9 @@ def _migration_errors(command: F) -> F:
 
 def _hint_commands(message: str) -> str:
     """Messages name commands as `upgrade --resume`: say them in full."""
-    for command in ("upgrade --resume", "stamp ", "create-keyspace "):
-        message = message.replace(
-            f"`{command}", f"`{_command('migrate ' if command != 'create-keyspace ' else '')}{command}"
-        )
+    for command in ("upgrade", "stamp ", "create-keyspace "):
+        full = _command(("" if command == "create-keyspace " else "migrate ") + command)
+        message = message.replace(f"`{command}", f"`{full}")
     return message
 
 
@@ -502,16 +505,23 @@ def migrate_new_command(name: str, auto: bool, python: bool, bind: str | None) -
     migrator = migrations.Migrator(target)
     unapplied = [e for e in migrator.status() if e.status not in ("applied", "file missing")]
     if unapplied:
+        how = "`upgrade`" if all(e.status == "pending" for e in unapplied) else "`status`, then `upgrade --resume`"
         raise migrations.MigrationRefused(
             f"{len(unapplied)} migration(s) of {target.label} are not applied yet "
-            f"({', '.join(e.filename for e in unapplied)}): run `upgrade` first, the draft compares the models "
-            f"with the live schema"
+            f"({', '.join(f'{e.filename}: {e.status}' for e in unapplied)}): apply them first ({how}"
+            + (f" with --bind {bind}" if bind else "")
+            + "); the draft compares the models with the live schema"
         )
     draft = autogenerate(
         state,
         target,
         clusters.get,
         missing_keyspace=lambda keyspace, conn: _missing_keyspace(keyspace, clusters.bind_name(conn)),
+        state_tables=frozenset(
+            (t.keyspace, name)
+            for t in _targets(None)
+            for name in (t.settings.migrations_table, f"{t.settings.migrations_table}_lock")
+        ),
     )
     if draft.empty:
         click.echo(f"no difference between the models and {target.label}: no file written")

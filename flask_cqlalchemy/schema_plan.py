@@ -264,7 +264,7 @@ class SyncPlan:
             if isinstance(current, str):
                 if value != current:
                     changed[name] = value
-            elif any(current.get(k) != v for k, v in value.items()):
+            elif any(_option_value(k, current.get(k)) != _option_value(k, v) for k, v in value.items()):
                 changed[name] = value
         if changed:
             # A string value is CQL text already ("'people'"): quoting it again,
@@ -274,6 +274,15 @@ class SyncPlan:
                 for name, value in changed.items()
             )
             self.statements.append(f"ALTER TABLE {model.column_family_name()} WITH {options}")
+
+
+def _option_value(key: str, value: Any) -> Any:
+    """A table sub-option as Cassandra stores it: the schema names compaction
+    and compression classes in full (``org.apache.cassandra.db.compaction.
+    LeveledCompactionStrategy``) where a model may give the short name."""
+    if key in ("class", "sstable_compression") and isinstance(value, str):
+        return value.rsplit(".", 1)[-1]
+    return value
 
 
 def _option_string(name: str, value: Any) -> str:

@@ -169,10 +169,11 @@ def test_every_ddl_statement_is_followed_by_schema_agreement(cluster, versions, 
 
 
 def test_no_agreement_in_time_fails_the_migration_and_resume_completes_it(cluster, versions, keyspace, tmp_path):
-    # The app talks to nodes 1 and 2 only; node 3 is paused (SIGSTOP), so it
-    # cannot take the new schema and the nodes cannot agree. (Paxos still
-    # sends to node 3 and times out now and then: the state table's
-    # lightweight transactions are retried, see StateTable.cas.)
+    # The app talks to nodes 1 and 2 only. Node 3 is paused (SIGSTOP) right
+    # after statement 1, so it cannot take statement 2's table and the nodes
+    # cannot agree; within the 3 s wait the driver still counts it as up.
+    # (Paxos still sends to node 3 and times out now and then: the state
+    # table's lightweight transactions are retried, see StateTable.cas.)
     only_first_two = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy(cluster.hosts[:2]))
     app, db = make_app(
         cluster,
@@ -181,27 +182,50 @@ def test_no_agreement_in_time_fails_the_migration_and_resume_completes_it(cluste
         CASSANDRA_SCHEMA_AGREEMENT_WAIT=3,
         CASSANDRA_SETUP_KWARGS={**SLOW_CLUSTER, "execution_profiles": {EXEC_PROFILE_DEFAULT: only_first_two}},
     )
-    write(tmp_path, "1_two.cql", "CREATE TABLE one (k int PRIMARY KEY);\nCREATE TABLE two (k int PRIMARY KEY);")
+    write(
+        tmp_path,
+        "1_three.cql",
+        """
+        CREATE TABLE one (k int PRIMARY KEY);
+        CREATE TABLE two (k int PRIMARY KEY);
+        CREATE TABLE three (k int PRIMARY KEY);
+        """,
+    )
+    paused = []
+
+    def pause_after_the_first(file: Any, number: int, statement: str) -> None:
+        if number == 1:
+            cluster.pause(3)
+            paused.append(time.monotonic())
+
     try:
         with app.app_context():
             (target,) = targets(app, db.state())
-            Migrator(target).table.ensure()  # the state tables, while all three nodes run
-            cluster.pause(3)
             try:
                 with pytest.raises(SchemaAgreementTimeout) as caught:
-                    Migrator(target).upgrade()
+                    Migrator(target, after_statement=pause_after_the_first).upgrade()
             finally:
-                cluster.resume(3)
-            (entry,) = Migrator(target).status()
+                if paused:
+                    cluster.resume(3)
             message = str(caught.value)
-            assert "the nodes did not agree on the schema within 3 s after statement 1 of 1_two.cql" in message
+            assert "the nodes did not agree on the schema within 3 s after statement 2 of 1_three.cql" in message
             assert "CASSANDRA_SCHEMA_AGREEMENT_WAIT" in message
-            assert (entry.status, entry.record.statements_done) == ("failed", 1)
+            (entry,) = Migrator(target).status()
+            assert (entry.status, entry.record.statements_done) == ("failed", 2)
+            assert (
+                versions.sessions[cluster.hosts[0]]
+                .execute(
+                    "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s AND table_name = 'three'",
+                    (keyspace,),
+                )
+                .one()
+                is None
+            ), "statement 3 ran after the agreement failed"
 
             ran = Migrator(target).upgrade(resume=True)
-            assert [e.filename for e in ran] == ["1_two.cql"]
+            assert [e.filename for e in ran] == ["1_three.cql"]
             (entry,) = Migrator(target).status()
-            assert (entry.status, entry.record.statements_done) == ("applied", 2)
+            assert (entry.status, entry.record.statements_done) == ("applied", 3)
     finally:
         db.shutdown(app)
 
@@ -333,7 +357,7 @@ def test_a_killed_runner_leaves_in_progress_and_resume_completes_it(cluster, ver
 
     code, out = finish(flask_migrate(cluster, keyspace, tmp_path / "m", "upgrade", MIGRATE_LOCK_WAIT=30))
     assert code == EXIT_NEEDS_ATTENTION, out
-    assert "2_long.py is IN_PROGRESS after 0 statement(s)" in out and "--resume" in out
+    assert "2_long.py is IN_PROGRESS after 1 statement(s)" in out and "--resume" in out
 
     code, out = finish(flask_migrate(cluster, keyspace, tmp_path / "m", "upgrade", "--resume", MIGRATE_LOCK_WAIT=30))
     assert code == 0, out

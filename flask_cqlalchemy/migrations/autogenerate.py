@@ -14,6 +14,7 @@ about renames: a renamed column shows as one to add and one to drop.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -75,9 +76,15 @@ def autogenerate(
     target: Target,
     cluster_of: Callable[[str], Cluster],
     missing_keyspace: Callable[[str, str], Exception] | None = None,
+    state_tables: frozenset[tuple[str, str]] = frozenset(),
 ) -> Draft:
     """Compare the target's models (and, for the app's default connection,
-    its user types) with the live schema and draft the migration."""
+    its user types) with the live schema and draft the migration.
+
+    ``state_tables`` are the (keyspace, table) of every target's state and
+    lock tables: never proposed for dropping. Names in the target's keyspace
+    are written without it (the migration runs there, in any environment);
+    objects of other keyspaces keep theirs."""
     ext = state.ext
     connection = target.connection_name
     cluster = cluster_of(connection)
@@ -102,30 +109,9 @@ def autogenerate(
         if not check.exists:
             continue
         name = f"{check.keyspace}.{check.table}"
-        for column, table_type, model_type in check.differing:
-            reviews.append(
-                Review(
-                    f"column {column} of {name} is {table_type} in the table and {model_type} in model "
-                    f"{model.__name__}. Cassandra cannot change a column's type: drop and add it again (its data "
-                    f"is lost), or add a column of the new type and backfill it with a .py migration.",
-                    [
-                        f"ALTER TABLE {name} DROP {protect_name(column)}",
-                        f"ALTER TABLE {name} ADD {protect_name(column)} {model_type}",
-                    ],
-                )
-            )
         table = table_metadata(cluster, check.keyspace, check.table)
         assert table is not None
-        wanted = {c.db_field_name for c in model._columns.values()}
-        for column in table.columns:
-            if column not in wanted:
-                reviews.append(
-                    Review(
-                        f"column {column} of {name} is not in model {model.__name__}. Dropping it deletes its "
-                        f"data for good; drop it once no deployed code reads it.",
-                        [f"ALTER TABLE {name} DROP {protect_name(column)}"],
-                    )
-                )
+        # Indexes first: Cassandra refuses to drop a column an index depends on.
         indexed = {protect_name(c.db_field_name) for c in model._columns.values() if c.index or sai.is_sai(c)}
         for index in table.indexes.values():
             target_column = dict(index.index_options).get("target", "")
@@ -138,6 +124,27 @@ def autogenerate(
                         [f"DROP INDEX {check.keyspace}.{protect_name(index.name)}"],
                     )
                 )
+        for column, table_type, model_type in check.differing:
+            reviews.append(
+                Review(
+                    f"column {column} of {name} is {table_type} in the table and {model_type} in model "
+                    f"{model.__name__}. Cassandra cannot change a column's type, and refuses to add a column "
+                    f"again under a dropped column's name with another type: add a column of the new type "
+                    f"under a new name, backfill it with a .py migration, and point the model at it "
+                    f"(db_field), then drop the old one.",
+                    [f"ALTER TABLE {name} ADD {protect_name(column + '_new')} {model_type}"],
+                )
+            )
+        wanted = {c.db_field_name for c in model._columns.values()}
+        for column in table.columns:
+            if column not in wanted:
+                reviews.append(
+                    Review(
+                        f"column {column} of {name} is not in model {model.__name__}. Dropping it deletes its "
+                        f"data for good; drop it once no deployed code reads it.",
+                        [f"ALTER TABLE {name} DROP {protect_name(column)}"],
+                    )
+                )
 
     statements = SyncPlan(
         state, cluster_of, connection=connection, missing_keyspace=missing_keyspace, skip=frozenset(refused)
@@ -145,13 +152,16 @@ def autogenerate(
 
     keyspaces = {m._get_keyspace() for m in models} | {target.keyspace}
     mapped = {(m._get_keyspace(), m._raw_column_family_name()) for m in models}
-    ours = {target.settings.migrations_table, f"{target.settings.migrations_table}_lock"}
+    ours = set(state_tables) | {
+        (target.keyspace, target.settings.migrations_table),
+        (target.keyspace, f"{target.settings.migrations_table}_lock"),
+    }
     for keyspace in sorted(keyspaces):
         keyspace_meta = cluster.metadata.keyspaces.get(keyspace)
         if keyspace_meta is None:
             continue
         for table_name in sorted(keyspace_meta.tables):
-            if (keyspace, table_name) in mapped or (keyspace == target.keyspace and table_name in ours):
+            if (keyspace, table_name) in mapped or (keyspace, table_name) in ours:
                 continue
             reviews.append(
                 Review(
@@ -162,7 +172,24 @@ def autogenerate(
 
     if connection == state.connection_name:
         reviews += _type_reviews(state, cluster, models)
-    return Draft(statements, reviews)
+    unqualify = _unqualifier(target.keyspace)
+    return Draft(
+        [unqualify(s) for s in statements],
+        [Review(r.warning, [unqualify(s) for s in r.statements]) for r in reviews],
+    )
+
+
+def _unqualifier(keyspace: str) -> Callable[[str], str]:
+    """Drop ``keyspace.`` before names: a migration runs in its target keyspace,
+    which differs between development, staging and production."""
+    pattern = re.compile(rf'(?<![\w".]){re.escape(keyspace)}\.(?=[\w"])')
+
+    def unqualify(statement: str) -> str:
+        # Outside string literals only (a comment or default could mention it).
+        parts = re.split(r"('(?:[^']|'')*')", statement)
+        return "".join(part if i % 2 else pattern.sub("", part) for i, part in enumerate(parts))
+
+    return unqualify
 
 
 def _type_reviews(state: AppState, cluster: Cluster, models: list[Any]) -> list[Review]:

@@ -11,7 +11,7 @@ whole number (``flask cql migrate new`` writes the UTC time,
 * ``.py``: a module with ``def upgrade(session)``, for data migrations;
   ``session`` is a :class:`~flask_cqlalchemy.migrations.runner.MigrationSession`.
 
-Each file's checksum (SHA-256 of its bytes) is recorded when it runs: a
+Each file's checksum (SHA-256 of its text, line ends as ``\\n``) is recorded when it runs: a
 file changed afterwards is refused by ``upgrade`` and shown by ``status``.
 """
 
@@ -30,6 +30,8 @@ from .errors import MigrationFileError
 
 #: ``<version>_<name>.<cql|py>``
 FILE_NAME = re.compile(r"^(?P<version>[0-9]+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_\-]*)\.(?P<kind>cql|py)$")
+_BATCH_START = re.compile(r"^BEGIN\s+((UNLOGGED|COUNTER)\s+)?BATCH\b", re.IGNORECASE)
+_BATCH_END = re.compile(r"\bAPPLY\s+BATCH\s*$", re.IGNORECASE)
 #: Files of the directory that are not migrations and are not reported.
 _IGNORED = re.compile(r"^(\..*|__init__\.py|__pycache__|README.*|.*~|.*\.pyc)$")
 
@@ -60,7 +62,7 @@ class MigrationFile:
 
         Raises :class:`MigrationFileError` for an unterminated string or comment.
         """
-        return split_cql(self.path.read_text(encoding="utf-8"), self.filename)
+        return split_cql(read_text(self.path), self.filename)
 
     def load_upgrade(self) -> Callable[[Any], Any]:
         """The ``upgrade(session)`` function of a ``.py`` file.
@@ -85,6 +87,13 @@ class MigrationFile:
 
 def checksum(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_text(path: Path) -> str:
+    """A migration file's text: UTF-8, a byte-order mark dropped and line
+    ends made ``\\n``, so that a checkout with CRLF line ends (git's autocrlf)
+    has the same checksum and statements as one with LF."""
+    return path.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
 
 
 def discover(directory: Path) -> list[MigrationFile]:
@@ -114,7 +123,7 @@ def discover(directory: Path) -> list[MigrationFile]:
             name=match["name"],
             path=path,
             kind=match["kind"],
-            checksum=checksum(path.read_bytes()),
+            checksum=checksum(read_text(path).encode()),
         )
     return sorted(found.values(), key=lambda f: f.number)
 
@@ -128,6 +137,9 @@ def split_cql(text: str, source: str = "<cql>") -> list[str]:
 
     def finish() -> None:
         statement = "".join(current).strip()
+        if _BATCH_START.match(statement) and not _BATCH_END.search(statement):
+            current.append(";")  # inside BEGIN BATCH ... APPLY BATCH: one statement
+            return
         if statement:
             statements.append(statement)
         current.clear()
@@ -178,6 +190,9 @@ def split_cql(text: str, source: str = "<cql>") -> list[str]:
                 line += 1
             current.append(char)
         at += 1
+    statement = "".join(current).strip()
+    if statement and _BATCH_START.match(statement) and not _BATCH_END.search(statement):
+        raise MigrationFileError(source, "has a BEGIN BATCH without its APPLY BATCH")
     finish()
     return statements
 

@@ -15,6 +15,7 @@ that ran) or ``stamp`` (record it done by hand). Nothing is retried silently.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cassandra import OperationTimedOut
+from cassandra.cluster import EXEC_PROFILE_DEFAULT
 from cassandra.cluster import Cluster as DriverCluster
 from cassandra.cqlengine import connection as cqlengine_connection
 from cassandra.query import SimpleStatement
@@ -53,8 +56,17 @@ DEFAULT_DIRECTORY = "migrations"
 #: Client-side timeout of each statement of a ``.cql`` migration: DDL on a
 #: busy cluster takes longer than the driver's default 10 s.
 STATEMENT_TIMEOUT = 120.0
+#: How often a ``.py`` migration's count of statements is recorded (seconds).
+PROGRESS_INTERVAL = 1.0
 
 _DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.IGNORECASE)
+_USE = re.compile(r"^\s*USE\b", re.IGNORECASE)
+
+
+def statements_digest(statements: list[str]) -> str:
+    """What identifies the statements of a migration that ran (for ``--resume``)."""
+    return hashlib.sha256("\0".join(statements).encode()).hexdigest()
+
 
 # What status says of each migration.
 APPLIED, PENDING, CHANGED, MISSING = "applied", "pending", "changed", "file missing"
@@ -194,16 +206,22 @@ class MigrationSession:
         self.keyspace = migrator.target.keyspace
         #: Statements sent through :meth:`execute` so far.
         self.statements = 0
+        self._recorded = 0.0  # the first statement is recorded at once
 
     @property
     def cluster(self) -> Cluster:
         return self.raw.cluster
 
     def execute(self, query: Any, parameters: Any = None, **kwargs: Any) -> ResultSet:
-        """``Session.execute``; a later page of its result is fetched when iterated."""
+        """``Session.execute``; a later page of its result is fetched when
+        iterated. The timeout is 120 s unless given (DDL on a busy cluster)."""
         self._migrator.lock_check()
+        kwargs.setdefault("timeout", STATEMENT_TIMEOUT)
         result = self.raw.execute(query, parameters, **kwargs)
         self.statements += 1
+        if time.monotonic() - self._recorded >= PROGRESS_INTERVAL:
+            self._migrator.table.progress(self._file.version, self.statements, self._migrator.owner)
+            self._recorded = time.monotonic()
         text = getattr(query, "query_string", query)
         if (isinstance(text, str) and _DDL.match(text)) or not result.response_future.is_schema_agreed:
             self._migrator.wait_for_agreement(f"statement {self.statements} of {self._file.filename}", result)
@@ -254,11 +272,18 @@ class Migrator:
         Not a session of the app's cluster: a new session there registers
         every user type cqlengine registered on it, and fails while a
         migration has yet to create one. Its rows are the driver's named
-        tuples, as in the driver's documentation.
+        tuples, as in the driver's documentation; its consistency is the
+        app's ``CASSANDRA_CONSISTENCY``.
         """
         if self._keyspace_session is None:
             settings = self.target.settings
-            cluster = DriverCluster(list(settings.hosts), **settings.cluster_options())
+            # The driver's own wait after DDL is off: ours, with
+            # CASSANDRA_SCHEMA_AGREEMENT_WAIT, follows every DDL statement.
+            options = {**settings.cluster_options(), "max_schema_agreement_wait": 0}
+            cluster = DriverCluster(list(settings.hosts), **options)
+            profile = cluster.profile_manager.profiles.get(EXEC_PROFILE_DEFAULT)
+            if settings.consistency is not None and profile is not None:
+                profile.consistency_level = settings.consistency
             try:
                 self._keyspace_session = cluster.connect(self.target.keyspace)
             except BaseException:
@@ -392,6 +417,11 @@ class Migrator:
 
     _owner: str = ""
 
+    @property
+    def owner(self) -> str:
+        """Who this runner is in the state table while it holds the lock."""
+        return self._owner
+
     def _agree_on_table(self, result: ResultSet) -> None:
         self.wait_for_agreement(f"creating {self.table.qualified}", result)
 
@@ -419,7 +449,8 @@ class Migrator:
             names = ", ".join(e.filename for e in changed)
             raise MigrationRefused(
                 f"{names} changed after it ran (its checksum differs from the one recorded): restore the file, "
-                f"or, if the change is intended and must not run, record it with `stamp {changed[-1].version}`"
+                f"or, if the change is intended and must not run, record it with "
+                f"`{self._cmd(f'stamp {changed[-1].version}')}`"
             )
         stuck = [e for e in entries if e.status in ("failed", "in progress")]
         if stuck and not resume:
@@ -429,13 +460,17 @@ class Migrator:
             detail = f": {record.error}" if record.error else f" (by {record.run_by})"
             raise MigrationRefused(
                 f"{entry.filename} is {record.state} after {record.statements_done} statement(s){detail}. "
-                f"Fix it, then run `upgrade --resume` to continue after the last statement that ran, or "
-                f"`stamp {entry.version}` once you have completed it by hand"
+                f"Fix it, then run `{self._cmd('upgrade --resume')}` to continue after the last statement that ran, "
+                f"or `{self._cmd(f'stamp {entry.version}')}` once you have completed it by hand"
             )
         for entry in entries:
             if entry.status == MISSING:
                 self.echo(f"warning: {entry.filename} is recorded in {self.table.qualified} but its file is gone")
         return [e for e in entries if e.status in (PENDING, "failed", "in progress") and e.number <= limit]
+
+    def _cmd(self, command: str) -> str:
+        """``command`` as the user types it for this target (a bind needs ``--bind``)."""
+        return f"{command} --bind {self.target.bind}" if self.target.bind else command
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[MigrationLock]:
@@ -472,8 +507,21 @@ class Migrator:
         assert file is not None
         record = entry.record
         statements = file.statements() if file.kind == "cql" else []
+        for number, statement in enumerate(statements, 1):
+            if _USE.match(statement):
+                raise MigrationRefused(
+                    f"{file.filename}: statement {number} is a USE statement; a migration runs in the keyspace it "
+                    f"migrates ({self.target.keyspace}): name tables of other keyspaces as keyspace.table instead"
+                )
         total = len(statements) if file.kind == "cql" else None
         start = record.statements_done if record is not None and file.kind == "cql" else 0
+        if record is not None and file.kind == "cql" and record.ran_digest != statements_digest(statements[:start]):
+            raise MigrationRefused(
+                f"{file.filename}: its first {start} statement(s), which ran, are not the same any more (a "
+                f"statement was added, removed or changed before statement {start + 1}); --resume continues after "
+                f"statement {start}, so it would skip or repeat work. Restore the statements that ran and change "
+                f"only the ones after them"
+            )
         upgrade = file.load_upgrade() if file.kind == "py" else None
         if record is None:
             self.table.begin(file.version, file.name, file.checksum, total, self._owner)
@@ -500,9 +548,9 @@ class Migrator:
                         session = self.keyspace_session()
                         result = session.execute(SimpleStatement(statement), timeout=STATEMENT_TIMEOUT)
                         done = number
-                        self.table.progress(file.version, done, self._owner)
                         if _DDL.match(statement) or not result.response_future.is_schema_agreed:
                             self.wait_for_agreement(f"statement {number} of {file.filename}", result)
+                        self.table.progress(file.version, done, self._owner, statements_digest(statements[:done]))
                         self.echo(f"  [{number}/{total}] {_first_line(statement)} ({time.monotonic() - sent:.2f} s)")
                         if self.after_statement is not None:
                             self.after_statement(file, number, statement)
@@ -512,13 +560,23 @@ class Migrator:
             failed_at = done + 1 if not isinstance(exc, SchemaAgreementTimeout) else done
             error = f"statement {failed_at}: {type(exc).__name__}: {exc}"
             try:
-                self.table.fail(file.version, done, error, self._owner)
+                digest = statements_digest(statements[:done]) if file.kind == "cql" else None
+                self.table.fail(file.version, done, error, self._owner, digest)
             except Exception as record_error:  # the original error matters more
                 error += f" (and recording the failure failed: {record_error})"
-            raise MigrationFailed(
+            failure = SchemaAgreementTimeout if isinstance(exc, SchemaAgreementTimeout) else MigrationFailed
+            unknown = ""
+            if isinstance(exc, OperationTimedOut):
+                # No answer: the node may have run it. --resume sends it again.
+                unknown = (
+                    f"; statement {failed_at} got no answer in time, so it may or may not have run: "
+                    f"check the schema before resuming"
+                )
+            raise failure(
                 f"{file.filename} failed at {error}. {done} statement(s) of it ran and stay applied "
-                f"(Cassandra cannot roll DDL back); it is recorded FAILED. Fix the cause or the file, then run "
-                f"`upgrade --resume`, or `stamp {file.version}` once you have completed it by hand",
+                f"(Cassandra cannot roll DDL back){unknown}; it is recorded FAILED. Fix the cause or the file, then "
+                f"run `{self._cmd('upgrade --resume')}`, or `{self._cmd(f'stamp {file.version}')}` once you have "
+                f"completed it by hand",
                 version=file.version,
                 statement=failed_at,
             ) from exc

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout
+from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, WriteTimeout
+from cassandra.protocol import ErrorMessage
 from cassandra.query import SimpleStatement
 
 from .errors import LockLost, LockTimeout, MigrationError
@@ -46,6 +47,10 @@ RAN, STAMPED, BASELINE = "ran", "stamped", "baseline"
 _LOCK_NAME = "migrate"
 #: Attempts of a lightweight transaction that times out (see StateTable.cas).
 CAS_ATTEMPTS = 5
+#: Cassandra's "CAS operation result is unknown" (two proposers at once: the
+#: proposal was accepted by some replicas, not a quorum); the driver knows
+#: no class for it.
+CAS_WRITE_UNKNOWN = 0x1700
 #: Namespace of the table ids (see the module docstring).
 _TABLE_ID_NAMESPACE = uuid.UUID("5f0c9f5e-3d1b-4a59-9a3c-0c3c6e2f6b71")
 
@@ -69,6 +74,8 @@ class Record:
     state: str
     statements_done: int
     statements_total: int | None
+    #: Digest of the statements of a .cql migration that ran (see migrator.statements_digest).
+    ran_digest: str | None
     error: str | None
     run_by: str | None
     how: str | None
@@ -111,7 +118,8 @@ class StateTable:
         definitions = {
             self.table: (
                 "version text PRIMARY KEY, name text, checksum text, state text, statements_done int, "
-                "statements_total int, error text, run_by text, how text, started_at timestamp, finished_at timestamp"
+                "statements_total int, ran_digest text, error text, run_by text, how text, started_at timestamp, "
+                "finished_at timestamp"
             ),
             self.lock_table: "name text PRIMARY KEY, owner text, acquired_at timestamp, renewed_at timestamp",
         }
@@ -131,8 +139,8 @@ class StateTable:
         if not self.exists():
             return {}
         rows = self._run(
-            f"SELECT version, name, checksum, state, statements_done, statements_total, error, run_by, how, "
-            f"started_at, finished_at FROM {self.qualified}"
+            f"SELECT version, name, checksum, state, statements_done, statements_total, ran_digest, error, run_by, "
+            f"how, started_at, finished_at FROM {self.qualified}"
         )
         records = {}
         for row in map(_as_dict, rows):
@@ -143,6 +151,7 @@ class StateTable:
                 state=row["state"],
                 statements_done=row["statements_done"] or 0,
                 statements_total=row["statements_total"],
+                ran_digest=row["ran_digest"],
                 error=row["error"],
                 run_by=row["run_by"],
                 how=row["how"],
@@ -171,10 +180,11 @@ class StateTable:
             lambda row: row.get("state") == IN_PROGRESS and row.get("run_by") == run_by,
         )
 
-    def progress(self, version: str, done: int, run_by: str) -> None:
+    def progress(self, version: str, done: int, run_by: str, ran_digest: str | None = None) -> None:
         self._lwt(
-            f"UPDATE {self.qualified} SET statements_done = %s WHERE version = %s IF state = %s AND run_by = %s",
-            (done, version, IN_PROGRESS, run_by),
+            f"UPDATE {self.qualified} SET statements_done = %s, ran_digest = %s WHERE version = %s "
+            f"IF state = %s AND run_by = %s",
+            (done, ran_digest, version, IN_PROGRESS, run_by),
             f"migration {version} is no longer ours to record",
             lambda row: False,  # a retry applies again if the first one did
         )
@@ -188,11 +198,11 @@ class StateTable:
             lambda row: row.get("state") == SUCCEEDED and row.get("run_by") == run_by,
         )
 
-    def fail(self, version: str, done: int, error: str, run_by: str) -> None:
+    def fail(self, version: str, done: int, error: str, run_by: str, ran_digest: str | None = None) -> None:
         self._lwt(
-            f"UPDATE {self.qualified} SET state = %s, statements_done = %s, error = %s, finished_at = %s "
-            f"WHERE version = %s IF state = %s AND run_by = %s",
-            (FAILED, done, error[:2000], _now(), version, IN_PROGRESS, run_by),
+            f"UPDATE {self.qualified} SET state = %s, statements_done = %s, ran_digest = %s, error = %s, "
+            f"finished_at = %s WHERE version = %s IF state = %s AND run_by = %s",
+            (FAILED, done, ran_digest, error[:2000], _now(), version, IN_PROGRESS, run_by),
             f"migration {version} is no longer ours to record",
             lambda row: row.get("state") == FAILED and row.get("run_by") == run_by,
         )
@@ -227,16 +237,18 @@ class StateTable:
     def cas(self, cql: str, params: Any, ours: Callable[[dict[str, Any]], bool]) -> tuple[bool, dict[str, Any]]:
         """Run a lightweight transaction; return whether it applied and the row it returned.
 
-        A transaction that times out may or may not have applied: it is sent
-        again (a replica that is slow to answer makes Paxos time out now and
-        then), and a retry that does not apply but finds the row as this
+        A transaction that times out, or whose result the node reports as
+        unknown (runners contending for the lock), may or may not have
+        applied: it is sent again, and a retry that does not apply but finds the row as this
         writer left it (``ours(row)``) counts as applied.
         """
         retried = False
         for attempt in range(1, CAS_ATTEMPTS + 1):
             try:
                 result = self._run(cql, params)
-            except (WriteTimeout, OperationTimedOut) as exc:
+            except (WriteTimeout, ReadTimeout, OperationTimedOut, ErrorMessage) as exc:
+                if isinstance(exc, ErrorMessage) and exc.code != CAS_WRITE_UNKNOWN:
+                    raise
                 if attempt == CAS_ATTEMPTS:
                     raise
                 log.warning("lightweight transaction timed out (attempt %s of %s): %s", attempt, CAS_ATTEMPTS, exc)
@@ -282,6 +294,7 @@ class MigrationLock:
         self.ttl = ttl
         self.wait = wait
         self._held = False
+        self._acquired_at = _now()
         self._lost: str | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -298,10 +311,11 @@ class MigrationLock:
         deadline = time.monotonic() + self.wait
         told = False
         while True:
+            self._acquired_at = _now()
             applied, holder = self.table.cas(
                 f"INSERT INTO {self._qualified} (name, owner, acquired_at, renewed_at) VALUES (%s, %s, %s, %s) "
                 f"IF NOT EXISTS USING TTL %s",
-                (_LOCK_NAME, self.owner, _now(), _now(), self.ttl),
+                (_LOCK_NAME, self.owner, self._acquired_at, self._acquired_at, self.ttl),
                 lambda row: row.get("owner") == self.owner,
             )
             if applied:
@@ -355,9 +369,9 @@ class MigrationLock:
         while not self._stop.wait(wait):
             try:
                 applied, _ = self.table.cas(
-                    f"UPDATE {self._qualified} USING TTL %s SET owner = %s, renewed_at = %s "
+                    f"UPDATE {self._qualified} USING TTL %s SET owner = %s, acquired_at = %s, renewed_at = %s "
                     f"WHERE name = %s IF owner = %s",
-                    (self.ttl, self.owner, _now(), _LOCK_NAME, self.owner),
+                    (self.ttl, self.owner, self._acquired_at, _now(), _LOCK_NAME, self.owner),
                     lambda row: False,  # a retry applies again while the lock is ours
                 )
             except Exception as exc:
