@@ -122,11 +122,11 @@ cassandra.cqlengine.usertype
     UserType.type_name                  the type's CQL name
 cassandra.cqlengine.management
     CQLENG_ALLOW_SCHEMA_MANAGEMENT      the environment variable that silences the schema management warning
-    _validate_pk                        raises when a table's primary key differs from the model (cli)
-    _get_create_table                   the CREATE TABLE of a model (cli sync --dry-run)
-    _get_index_name_by_column           whether a column of a table is indexed (cli)
-    _options_map_from_strings           table options as a dict, for comparison (cli)
-    get_create_type                     the CREATE TYPE of a user type (cli)
+    _validate_pk                        raises when a table's primary key differs from the model (schema_plan)
+    _get_create_table                   the CREATE TABLE of a model (schema_plan: sync --dry-run, autogenerate)
+    _get_index_name_by_column           whether a column of a table is indexed (schema_plan)
+    _options_map_from_strings           table options as a dict, for comparison (schema_plan)
+    get_create_type                     the CREATE TYPE of a user type (schema_plan)
 cassandra.cqlengine.functions
     BaseQueryFunction                   query functions (token(), MinTimeUUID...) stay with cqlengine
 cassandra.cluster
@@ -142,6 +142,8 @@ cassandra.cluster
     ResponseFuture.add_callbacks        callback/errback; called at once when the answer is already in
     ResultSet.__init__                  built by us from a future and its first page of rows
     ControlConnection._handle_schema_change   wrapped per instance: each SCHEMA_CHANGE event (a dict) passes [node]
+    ControlConnection.wait_for_schema_agreement   asked via the node that ran a DDL statement (migrations)
+    ResponseFuture._connection          the connection the answer came on: the node that ran it (migrations)
     Cluster.control_connection          the cluster's control connection [node]
     Cluster.scheduler                   the cluster's task scheduler, stopped as the interpreter begins to exit
     _Scheduler.shutdown                 stops the scheduler's thread; Cluster.shutdown calls it again, harmlessly
@@ -168,8 +170,8 @@ cassandra.cqltypes
 cassandra.encoder
     Encoder.cql_encode_decimal          cqlengine's decimal literal goes through float: Decimal("1.50") is 1.5
 cassandra.metadata
-    TableMetadata._make_option_strings  classmethod: a table's options as CQL (cli) [node]
-    TableMetadataV3._make_option_strings   classmethod: a model's __options__ as CQL (cli)
+    TableMetadata._make_option_strings  classmethod: a table's options as CQL (schema_plan) [node]
+    TableMetadataV3._make_option_strings   classmethod: a model's __options__ as CQL (schema_plan)
     TableMetadata.options               instance attribute: the table's options
 flask.globals
     _cv_app                             the app context variable: .get(None) is the AppContext, with .app, .g
@@ -430,15 +432,15 @@ INTERNALS = [
     Internal(COLUMN, "to_python", method("value"), "model"),
     Internal(COLUMN, "to_database", method("value"), "compiled"),
     Internal(COLUMN, "_val_is_null", method("val"), "compiled"),
-    Internal(COL, "resolve_udts", method("col_def", "out_list"), "cli"),
-    Internal("cassandra.cqlengine.usertype:UserType", "_fields", attr(dict), "cli"),
+    Internal(COL, "resolve_udts", method("col_def", "out_list"), "schema_plan"),
+    Internal("cassandra.cqlengine.usertype:UserType", "_fields", attr(dict), "schema_plan, cli"),
     Internal("cassandra.cqlengine.usertype:UserType", "type_name", classmeth(), "extension, cli"),
     Internal(MGMT, "CQLENG_ALLOW_SCHEMA_MANAGEMENT", attr(str), "extension"),
-    Internal(MGMT, "_validate_pk", method("model", "table_meta"), "cli"),
-    Internal(MGMT, "_get_create_table", method("model"), "cli"),
-    Internal(MGMT, "_get_index_name_by_column", method("table", "column_name"), "cli"),
-    Internal(MGMT, "_options_map_from_strings", method("option_strings"), "cli"),
-    Internal(MGMT, "get_create_type", method("type_model", "keyspace"), "cli"),
+    Internal(MGMT, "_validate_pk", method("model", "table_meta"), "schema_plan"),
+    Internal(MGMT, "_get_create_table", method("model"), "schema_plan"),
+    Internal(MGMT, "_get_index_name_by_column", method("table", "column_name"), "schema_plan"),
+    Internal(MGMT, "_options_map_from_strings", method("option_strings"), "schema_plan"),
+    Internal(MGMT, "get_create_type", method("type_model", "keyspace"), "schema_plan"),
     Internal("cassandra.cqlengine.functions", "BaseQueryFunction", klass(), "compiled"),
     Internal(CL, "_NOT_SET", attr(), "execution, extension, aio"),
     Internal(CL, "_watch_callback", method("obj_weakref", "method_name"), "schema_watch"),
@@ -452,6 +454,13 @@ INTERNALS = [
     Internal(FUTURE, "add_callbacks", method("callback", "errback"), "execution"),
     Internal(f"{CL}:ResultSet", "__init__", method("response_future", "initial_response"), "execution"),
     Internal(f"{CL}:ControlConnection", "_handle_schema_change", method("event"), "schema_watch"),
+    Internal(
+        f"{CL}:ControlConnection",
+        "wait_for_schema_agreement",
+        method("connection", "preloaded_results", "wait_time"),
+        "migrations.migrator",
+    ),
+    Internal(FUTURE, "_connection", attr(), "migrations.migrator"),
     Internal(f"{CL}:Cluster", "control_connection", attr(), "schema_watch"),
     Internal(f"{CL}:Cluster", "scheduler", attr(), "extension"),
     Internal(f"{CL}:_Scheduler", "shutdown", method(), "extension"),
@@ -473,9 +482,9 @@ INTERNALS = [
     Internal(CT, "DecimalType", klass(cqltypes._CassandraType), "prepared"),
     Internal(CT, "InetAddressType", klass(cqltypes._CassandraType), "prepared"),
     Internal("cassandra.encoder:Encoder", "cql_encode_decimal", method("val"), "prepared"),
-    Internal("cassandra.metadata:TableMetadata", "_make_option_strings", classmeth("options_map"), "cli"),
-    Internal("cassandra.metadata:TableMetadataV3", "_make_option_strings", classmeth("options_map"), "cli"),
-    Internal("cassandra.metadata:TableMetadata", "options", inst(dict), "cli"),
+    Internal("cassandra.metadata:TableMetadata", "_make_option_strings", classmeth("options_map"), "schema_plan"),
+    Internal("cassandra.metadata:TableMetadataV3", "_make_option_strings", classmeth("options_map"), "schema_plan"),
+    Internal("cassandra.metadata:TableMetadata", "options", inst(dict), "schema_plan"),
     Internal("flask.globals", "_cv_app", attr(contextvars.ContextVar), "frameworks"),
     Internal("quart.globals", "_cv_app", attr(contextvars.ContextVar), "frameworks"),
     Internal("quart.globals", "_cv_request", attr(contextvars.ContextVar), "frameworks"),

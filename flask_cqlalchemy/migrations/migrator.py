@@ -15,6 +15,7 @@ that ran) or ``stamp`` (record it done by hand). Nothing is retried silently.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import re
 import time
@@ -280,10 +281,12 @@ class Migrator:
             # The driver's own wait after DDL is off: ours, with
             # CASSANDRA_SCHEMA_AGREEMENT_WAIT, follows every DDL statement.
             options = {**settings.cluster_options(), "max_schema_agreement_wait": 0}
-            cluster = DriverCluster(list(settings.hosts), **options)
-            profile = cluster.profile_manager.profiles.get(EXEC_PROFILE_DEFAULT)
-            if settings.consistency is not None and profile is not None:
+            profiles = options.get("execution_profiles") or {}
+            if settings.consistency is not None and EXEC_PROFILE_DEFAULT in profiles:
+                profile = copy.copy(profiles[EXEC_PROFILE_DEFAULT])  # the app's own stays as it is
                 profile.consistency_level = settings.consistency
+                options["execution_profiles"] = {**profiles, EXEC_PROFILE_DEFAULT: profile}
+            cluster = DriverCluster(list(settings.hosts), **options)
             try:
                 self._keyspace_session = cluster.connect(self.target.keyspace)
             except BaseException:
