@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cassandra import ConsistencyLevel
 from cassandra.cluster import Cluster
 from cassandra.concurrent import execute_concurrent_with_args
 from click.testing import Result
@@ -865,3 +866,20 @@ def test_autogenerate_leaves_state_tables_and_full_class_names_alone(project, ad
     # The node stores org.apache.cassandra.db.compaction.LeveledCompactionStrategy.
     again = p.migrate("new", "again", "--auto")
     assert again.exit_code == 0 and "no difference" in again.output, again.output
+
+
+def test_a_python_migration_runs_at_the_apps_consistency(project):
+    p = project(CASSANDRA_CONSISTENCY="QUORUM").start()
+    p.write(
+        "1_levels.py",
+        """
+        def upgrade(session):
+            session.execute(f"CREATE TABLE {session.keyspace}.levels (k int PRIMARY KEY, level int)")
+            result = session.execute(f"SELECT * FROM {session.keyspace}.levels")
+            level = result.response_future.message.consistency_level
+            session.execute(f"INSERT INTO {session.keyspace}.levels (k, level) VALUES (1, %s)", (level,))
+        """,
+    )
+    assert p.migrate("upgrade").exit_code == 0
+    (row,) = p.admin.execute(f"SELECT level FROM {p.keyspace}.levels")
+    assert row.level == ConsistencyLevel.QUORUM
