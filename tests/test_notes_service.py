@@ -501,6 +501,20 @@ def test_similar_notes_are_the_ones_sharing_words_most_similar_first(client, cql
     assert len(row.embedding) == 256 and abs(sum(x * x for x in row.embedding) - 1) < 1e-5
 
 
+def test_similar_notes_of_a_note_stored_without_embedding(client, cql):
+    """Notes written before embeddings existed: their own is computed on the fly,
+    and they are not found by others (the index has nothing for them)."""
+    search = create(client, "alice", "Vector search on Cassandra")
+    old_id = uuid.uuid1()
+    cql.execute(
+        "INSERT INTO notes (user_id, note_id, title, created) VALUES ('alice', %s, 'Cassandra vector search', %s)",
+        [old_id, datetime(2026, 1, 1)],
+    )
+    old = {"note_id": str(old_id)}
+    assert [n["note_id"] for n in similar(client, "alice", old).json()["similar"]] == [search["note_id"]]
+    assert similar(client, "alice", search).json()["similar"] == []
+
+
 def test_similar_notes_refuse_a_bad_k_and_an_unknown_note(client):
     note = create(client, "alice", "alone")
     assert similar(client, "alice", note).json() == {"note_id": note["note_id"], "similar": []}
