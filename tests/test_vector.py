@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import struct
@@ -314,6 +315,36 @@ def test_sync_db_creates_the_sai_indexes_once(module_db):
     db.sync_db()
     db.sync_table(Doc)
     assert indexes() == created
+
+
+def test_sync_db_leaves_an_index_it_did_not_make_and_says_so(module_db, caplog):
+    table = f"{KEYSPACE}.vector_docs"
+    # the tag index with other options (case-sensitive), a legacy index on rank
+    db.execute(f"DROP INDEX {KEYSPACE}.vector_docs_tag_sai_idx")
+    db.execute(f"CREATE CUSTOM INDEX vector_docs_tag_sai_idx ON {table} (tag) USING 'StorageAttachedIndex'")
+    db.execute(f"DROP INDEX {KEYSPACE}.vector_docs_rank_sai_idx")
+    db.execute(f"CREATE INDEX vector_docs_rank_legacy ON {table} (rank)")
+    try:
+        with caplog.at_level(logging.WARNING, logger="flask_cqlalchemy"):
+            db.sync_table(Doc)
+        warnings = [r.getMessage() for r in caplog.records]
+        assert any(
+            "vector_docs_tag_sai_idx exists with options {}" in w and "'case_sensitive': 'false'" in w for w in warnings
+        )
+        assert any("already has index vector_docs_rank_legacy" in w for w in warnings)
+        found = indexes()
+        assert "vector_docs_rank_sai_idx" not in found and found["vector_docs_rank_legacy"]["kind"] == "COMPOSITES"
+        assert "case_sensitive" not in found["vector_docs_tag_sai_idx"]
+    finally:
+        db.execute(f"DROP INDEX IF EXISTS {KEYSPACE}.vector_docs_rank_legacy")
+        db.execute(f"DROP INDEX IF EXISTS {KEYSPACE}.vector_docs_tag_sai_idx")
+        db.sync_table(Doc)
+    assert sorted(indexes()) == [
+        "vector_docs_embedding_sai_idx",
+        "vector_docs_labels_sai_idx",
+        "vector_docs_rank_sai_idx",
+        "vector_docs_tag_sai_idx",
+    ]
 
 
 @pytest.fixture()
