@@ -13,7 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import ResultSet
@@ -101,14 +101,30 @@ _SHARED = frozenset({"_batch", "_timeout", "model"})
 _IMMUTABLE = (type(None), bool, int, float, str, bytes)
 
 
+class _AnnQuery(NamedTuple):
+    """The ANN part of a queryset (see :meth:`QuerySet.ann`)."""
+
+    #: The vector column's attribute name.
+    column: str
+    #: The query vector, as the node takes it.
+    vector: list[Any]
+    #: The similarity function selected (asked for, or to rank candidates), or None.
+    score: str | None
+    #: The name the score is selected under.
+    alias: str
+    #: Whether each instance gets the score as its ``score`` attribute.
+    score_asked: bool
+    #: With ``candidates``: how many of the best-scored rows to keep, else None.
+    keep: int | None
+
+
 class QuerySet(ModelQuerySet):  # type: ignore[misc]
     """cqlengine's ``ModelQuerySet`` with ``*_or_404``, pagination and ``a*`` methods."""
 
     #: Whether ``limit()`` was called: cqlengine's own default is 10000.
     _limit_set = False
-    #: ``(attribute, database vector, score function or None, score attribute)``
-    #: of an ANN query (:meth:`ann`), None otherwise.
-    _ann: tuple[str, list[Any], str | None, str] | None = None
+    #: The ANN part of an ANN query (:meth:`ann`), None otherwise.
+    _ann: _AnnQuery | None = None
 
     def limit(self, v: int | None) -> QuerySet:
         clone = super().limit(v)
@@ -138,7 +154,15 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
     # -- vector search --------------------------------------------------------
 
-    def ann(self, column: str, vector: Any, *, limit: int | None = None, score: bool | str = False) -> QuerySet:
+    def ann(
+        self,
+        column: str,
+        vector: Any,
+        *,
+        limit: int | None = None,
+        score: bool | str = False,
+        candidates: int | None = None,
+    ) -> QuerySet:
         """The ``limit`` rows whose ``column`` (a ``Vector`` with an SAI index)
         is nearest to ``vector``, nearest first: ``ORDER BY column ANN OF
         vector LIMIT limit``, with this queryset's filters.
@@ -148,9 +172,17 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         ``"dot_product"``, ``"euclidean"``) into the instance's ``score``
         attribute.
 
+        ``candidates=n`` over-fetches, for recall: the node's index is
+        approximate, so the query asks it for ``LIMIT n`` rows with their
+        similarity and keeps the ``limit`` best-scored ones (ties in the
+        node's order). ``n`` is from ``limit`` to 1000; the ranking is by the
+        index's similarity function, so ``score`` cannot name another one.
+
         Raises :class:`~flask_cqlalchemy.errors.InvalidQuery` (a 400), before
         anything is sent, naming the column and the rule: no ``limit``, a
-        limit above Cassandra's maximum (1000), a column that is not a vector
+        limit above Cassandra's maximum (1000), ``candidates`` below the
+        limit or above 1000 (or with ``score`` naming another function than
+        the index's), a column that is not a vector
         with an SAI index, a vector of the wrong dimension or with elements
         the node cannot search (NaN, infinity, the zero vector for cosine).
         Paging, counting or ordering otherwise an ANN query raises it too.
@@ -163,6 +195,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         if not sai.is_sai(model_column) or not model_column.indexable:
             raise InvalidQuery(column, 'ANN OF needs an SAI index on a float vector (declare index="sai")')
         _check_ann_limit(column, limit)
+        _check_candidates(column, candidates, limit)
         try:
             values = model_column.checked(vector, column)
         except ValidationError as exc:
@@ -172,7 +205,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         function = sai.similarity_function(model_column)
         if function == "cosine" and not any(values):
             raise InvalidQuery(column, "the zero vector has no cosine similarity to anything")
-        score_function = None
+        score_function = function if candidates is not None else None
         if score:
             score_function = function if score is True else str(score)
             if score_function not in SIMILARITY_FUNCTIONS:
@@ -181,24 +214,37 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
                 raise InvalidQuery(column, "the zero vector has no cosine similarity to anything")
             if "score" in self.model._columns:
                 raise InvalidQuery(column, f"score=... would hide the column {self.model.__name__}.score")
-        clone = self.limit(limit)
-        clone._ann = (column, model_column.to_database(values), score_function, "score")
+        if score_function != function and candidates is not None:
+            raise InvalidQuery(
+                column, f"candidates are ranked by the index's {function} similarity: score=True, not {score!r}"
+            )
+        clone = self.limit(limit if candidates is None else candidates)
+        clone._ann = _AnnQuery(
+            column,
+            model_column.to_database(values),
+            score_function,
+            "score" if score else _unused_name(self.model, "score"),
+            bool(score),
+            None if candidates is None else limit,
+        )
         return clone
 
     def _select_query(self) -> Any:
         statement = super()._select_query()
         if self._ann is None:
             return statement
-        name, vector, score, alias = self._ann
+        name, vector, score, alias, score_asked, keep = self._ann
         column = self.model._columns[name]
         _check_ann_limit(name, statement.limit)
+        if keep is not None:  # a limit() after ann(..., candidates=n) sets the candidates
+            _check_candidates(name, statement.limit, keep)
         if statement.order_by:
             raise InvalidQuery(name, "an ANN query cannot also be ordered by another column")
         if statement.distinct_fields or statement.count:
             raise InvalidQuery(name, "an ANN query cannot be counted or DISTINCT")
         if self._consistency in (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL):
             raise InvalidQuery(name, "an ANN query cannot run at a serial consistency level")
-        if score and self._values_list:
+        if score_asked and self._values_list:
             raise InvalidQuery(name, "score=... needs model instances, not values_list()")
         if score and not statement.fields:
             statement.fields = [c.db_field_name for c in self.model._columns.values()]
@@ -206,9 +252,9 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
     def _get_result_constructor(self) -> Callable[[Any], Any]:
         construct: Callable[[Any], Any] = super()._get_result_constructor()
-        if self._ann is None or self._ann[2] is None:
+        if self._ann is None or not self._ann.score_asked:
             return construct
-        alias = self._ann[3]
+        alias = self._ann.alias
 
         def with_score(row: Any) -> Any:
             instance = construct(row)
@@ -217,6 +263,19 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
         return with_score
 
+    def _nearest(self, rows: Any) -> Any:
+        """The rows the query answers from the rows the node returned: with
+        ``candidates``, the best-scored ``limit`` of them (a stable sort keeps
+        ties in the node's order); otherwise ``rows`` as they are."""
+        if self._ann is None or self._ann.keep is None:
+            return rows
+        alias = self._ann.alias
+        return sorted(rows, key=lambda row: row[alias], reverse=True)[: self._ann.keep]
+
+    def _execute(self, statement: Any) -> Any:
+        result = super()._execute(statement)
+        return self._nearest(result) if isinstance(statement, AnnSelectStatement) else result
+
     def count(self) -> int:
         if self._result_cache is None:  # len() of a fetched result counts its rows
             self._refuse_ann("an ANN query cannot be counted (it returns at most its LIMIT)")
@@ -224,7 +283,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
     def _refuse_ann(self, rule: str) -> None:
         if self._ann is not None:
-            raise InvalidQuery(self._ann[0], rule)
+            raise InvalidQuery(self._ann.column, rule)
 
     # -- sync twins ---------------------------------------------------------
 
@@ -351,7 +410,9 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         if execution.needs_connect(name):
             await execution.ensure_connected(name)
         construct = self._maybe_inject_deferred(self._get_result_constructor())
-        return [construct(row) for row in await first_rows(self._capture_select(), wanted)]
+        over_fetch = self._ann is not None and self._ann.keep is not None
+        rows = await first_rows(self._capture_select(), self._limit if over_fetch else wanted)
+        return [construct(row) for row in self._nearest(rows)[:wanted]]
 
     def _capture_select(self, query: Any = None) -> execution.Statement:
         with execution.capture() as statements:
@@ -390,6 +451,26 @@ def _check_ann_limit(column: str, limit: Any) -> None:
         raise InvalidQuery(column, "an ANN query needs a LIMIT (ann(..., limit=k))")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TOP_K:
         raise InvalidQuery(column, f"an ANN query's LIMIT must be a whole number from 1 to {MAX_TOP_K}, not {limit!r}")
+
+
+def _check_candidates(column: str, candidates: Any, limit: Any) -> None:
+    """The rule for ``ann(..., candidates=n)``, as :class:`InvalidQuery`."""
+    if candidates is None:
+        return
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or not limit <= candidates <= MAX_TOP_K:
+        raise InvalidQuery(
+            column,
+            f"an ANN query's candidates must be a whole number from its limit ({limit}) to {MAX_TOP_K}, "
+            f"not {candidates!r}",
+        )
+
+
+def _unused_name(model: Any, name: str) -> str:
+    """``name``, or ``_name``, ``__name``...: one no column of ``model`` is stored under."""
+    stored = {column.db_field_name for column in model._columns.values()}
+    while name in stored:
+        name = f"_{name}"
+    return name
 
 
 def _has_rows(probe: ResultSet) -> bool:
@@ -461,7 +542,9 @@ class _RowStream:
             self._next = execution.send(self._statement, result.paging_state)
         else:
             self._done = True
-        rows = list(result.current_rows)
+        # An ANN query is answered in one page (the node raises its page
+        # size to the LIMIT), so its candidates are all here to choose from.
+        rows = list(self._queryset._nearest(result.current_rows))
         rows.reverse()
         self._rows = rows
 
