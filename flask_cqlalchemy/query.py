@@ -23,7 +23,7 @@ from cassandra.cqlengine.query import ModelQuerySet, check_applied
 from . import execution, sai
 from .errors import InvalidQuery, RowNotFound
 from .pagination import CursorCodec, Page, check_per_page
-from .vector import MAX_TOP_K, SIMILARITY_FUNCTIONS, AnnSelectStatement, Vector
+from .vector import MAX_TOP_K, SIMILARITY_FUNCTIONS, AnnSelectStatement, Vector, as_float32
 
 if TYPE_CHECKING:
     from .extension import CQLAlchemy
@@ -200,17 +200,18 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
             values = model_column.checked(vector, column)
         except ValidationError as exc:
             raise InvalidQuery(column, str(exc).partition(": ")[2] or str(exc)) from None
-        if not all(math.isfinite(x) for x in values):
+        stored = as_float32(values)  # the node searches with single-precision elements
+        if not all(math.isfinite(x) for x in stored):
             raise InvalidQuery(column, "the query vector cannot hold NaN or infinity")
         function = sai.similarity_function(model_column)
-        if function == "cosine" and not any(values):
+        if function == "cosine" and not any(stored):
             raise InvalidQuery(column, "the zero vector has no cosine similarity to anything")
         score_function = function if candidates is not None else None
         if score:
             score_function = function if score is True else str(score)
             if score_function not in SIMILARITY_FUNCTIONS:
                 raise InvalidQuery(column, f"score must be True or one of {', '.join(SIMILARITY_FUNCTIONS)}")
-            if score_function == "cosine" and not any(values):
+            if score_function == "cosine" and not any(stored):
                 raise InvalidQuery(column, "the zero vector has no cosine similarity to anything")
             if "score" in self.model._columns:
                 raise InvalidQuery(column, f"score=... would hide the column {self.model.__name__}.score")

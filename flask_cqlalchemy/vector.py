@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from array import array
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -111,9 +112,10 @@ class Vector(sai.SAIColumn, columns.Column):  # type: ignore[misc]
             except (TypeError, ValueError) as exc:
                 raise ValidationError(f"{name}: {exc}") from None
         if self.sai_options is not None and self.indexable:
-            if not all(math.isfinite(x) for x in elements):
+            stored = as_float32(elements)
+            if not all(math.isfinite(x) for x in stored):
                 raise ValidationError(f"{name}: an indexed vector cannot hold NaN or infinity (the node refuses them)")
-            if sai.similarity_function(self) == "cosine" and not any(elements):
+            if sai.similarity_function(self) == "cosine" and not any(stored):
                 raise ValidationError(f"{name}: the zero vector cannot be indexed with cosine similarity")
         return elements
 
@@ -134,6 +136,13 @@ class Vector(sai.SAIColumn, columns.Column):  # type: ignore[misc]
         for_node = self._for_node
         # An infinity is its own literal (prepared._float_for_node does not take it).
         return [x if type(x) is float and math.isinf(x) else for_node(x) for x in items]
+
+
+def as_float32(elements: list[Any]) -> array[float]:
+    """``elements`` rounded to single precision, as a ``Float`` vector is
+    stored: 1e39 becomes infinity and 1e-50 zero, so the checks of what the
+    node can index look at these, not at the doubles."""
+    return array("f", elements)
 
 
 def _numeric(element: Any) -> bool:
@@ -165,7 +174,10 @@ def _element_check(element: Any) -> Callable[[Any], Any]:
         def floating(item: Any) -> float:
             if isinstance(item, bool) or not isinstance(item, (numbers.Real, Decimal)):
                 raise TypeError(f"{item!r} is not a number")
-            return float(item)
+            try:
+                return float(item)
+            except OverflowError:  # an int beyond any float
+                raise ValueError(f"a number of {len(str(abs(item)))} digits is too large for a float") from None
 
         return floating
     if isinstance(element, columns.Decimal):

@@ -166,6 +166,13 @@ def test_an_indexed_vector_refuses_what_the_node_cannot_index(fresh):
         Doc.create(id=1, embedding=[math.nan] + [1.0] * (DIM - 1))
     with pytest.raises(ValidationError, match="zero vector"):
         Doc.create(id=1, embedding=[0.0] * DIM)
+    # what counts is the single-precision value the node stores, not the double
+    with pytest.raises(ValidationError, match="NaN or infinity"):
+        Doc(id=1, embedding=[1e39] + [0.0] * (DIM - 1)).validate()
+    with pytest.raises(ValidationError, match="zero vector"):
+        Doc(id=1, embedding=[1e-50] + [0.0] * (DIM - 1)).validate()
+    with pytest.raises(ValidationError, match="too large"):
+        Doc(id=1, embedding=[10**400] + [1.0] * (DIM - 1)).validate()
     # the same values in a vector without an index are stored as they are
     row = Doc.create(id=2, unindexed=[math.inf, math.nan] + [0.0] * (DIM - 2))
     stored = Doc.get(id=row.id).unindexed
@@ -534,6 +541,9 @@ REFUSALS = [
     (lambda q: Doc.objects.ann("embedding", q[:-1], limit=10), f"must have {DIM} elements"),
     (lambda q: Doc.objects.ann("embedding", [math.nan] + q[1:], limit=10), "NaN or infinity"),
     (lambda q: Doc.objects.ann("embedding", [0.0] * DIM, limit=10), "zero vector"),
+    (lambda q: Doc.objects.ann("embedding", [1e39] + q[1:], limit=10), "NaN or infinity"),
+    (lambda q: Doc.objects.ann("embedding", [1e-50] + [0.0] * (DIM - 1), limit=10), "zero vector"),
+    (lambda q: Doc.objects.ann("embedding", [10**400] + q[1:], limit=10), "too large"),
     (lambda q: Doc.objects.ann("embedding", q, limit=10, candidates=9), r"candidates .* from its limit \(10\) to 1000"),
     (lambda q: Doc.objects.ann("embedding", q, limit=10, candidates=1001), "not 1001"),
     (lambda q: Doc.objects.ann("embedding", q, limit=10, candidates=50.0), "not 50.0"),
