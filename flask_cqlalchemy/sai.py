@@ -84,7 +84,8 @@ def adopt_declared(model: Any) -> None:
     cqlengine column declared ``index="sai"`` as :class:`SAIColumn` does.
 
     Raises ``ModelDefinitionException`` naming the column for options the
-    node would refuse.
+    node would refuse, or for a polymorphic discriminator column with an SAI
+    index.
     """
     for name, column in model._columns.items():
         if column.index == SAI:  # a cqlengine column, not one of db.columns
@@ -92,6 +93,13 @@ def adopt_declared(model: Any) -> None:
             column.custom_index = True
             column.sai_options = {}
         if is_sai(column):
+            if column.discriminator_column:
+                # cqlengine filters a submodel's queries on the discriminator
+                # only when that column is a key or has a cqlengine index.
+                raise ModelDefinitionException(
+                    f'{model.__name__}.{name}: a discriminator column cannot have index="sai" (the submodels '
+                    "would lose their type filter); declare index=True"
+                )
             index_options(model, name, column)
 
 

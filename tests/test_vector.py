@@ -138,6 +138,15 @@ def test_refused_index_options_fail_at_declaration_naming_the_column(declare, me
     assert "Bad.col" in str(raised.value)
 
 
+def test_a_discriminator_column_with_an_sai_index_is_refused():
+    declaration = {
+        "id": db.columns.Integer(primary_key=True),
+        "kind": db.columns.Text(discriminator_column=True, index="sai"),
+    }
+    with pytest.raises(ModelDefinitionException, match="Pet.kind: .*index=True"):
+        type("Pet", (db.Model,), declaration)
+
+
 def test_index_options_without_sai_are_refused():
     with pytest.raises(ModelDefinitionException, match='needs index="sai"'):
         db.columns.Text(index_options={"case_sensitive": False})
