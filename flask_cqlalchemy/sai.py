@@ -39,6 +39,8 @@ from typing import Any
 from cassandra.cqlengine import columns, connection
 from cassandra.cqlengine.models import ModelDefinitionException
 
+from .errors import SchemaError
+
 log = logging.getLogger("flask_cqlalchemy")
 
 #: The value of ``index=`` that declares a storage-attached index.
@@ -196,6 +198,11 @@ def sync_indexes(model: Any, wait: float = 60.0) -> None:
     differ from the declared ones is kept as it is, also with a warning
     (changing them means dropping and re-creating the index).
 
+    Raises :class:`~flask_cqlalchemy.errors.SchemaError`, before creating
+    anything, when an index of the name of one of the model's is on another
+    table of the keyspace (``notes.x_tag`` and ``notes_x.tag`` would both
+    have ``notes_x_tag_sai_idx``).
+
     Returns once the indexes it created are queryable on the node that
     answered (the node builds an index in the background: queried before,
     it answers ``INDEX_NOT_AVAILABLE``), or after ``wait`` seconds, with a
@@ -207,14 +214,24 @@ def sync_indexes(model: Any, wait: float = 60.0) -> None:
     connection_name = model._get_connection()
     keyspace = model._get_keyspace()
     table = model.column_family_name(include_keyspace=False).strip('"')
-    existing = {
-        row["index_name"]: dict(row["options"])
-        for row in connection.execute(
-            "SELECT index_name, options FROM system_schema.indexes WHERE keyspace_name = %s AND table_name = %s",
-            (keyspace, table),
+    in_keyspace = list(
+        connection.execute(
+            "SELECT table_name, index_name, options FROM system_schema.indexes WHERE keyspace_name = %s",
+            (keyspace,),
             connection=connection_name,
         )
-    }
+    )
+    existing = {row["index_name"]: dict(row["options"]) for row in in_keyspace if row["table_name"] == table}
+    elsewhere = {row["index_name"]: row["table_name"] for row in in_keyspace if row["table_name"] != table}
+    for _, column in declared:
+        # Index names are per keyspace: CREATE ... IF NOT EXISTS would do
+        # nothing, and the wait below would wait for an index never made.
+        index = index_name(model, column)
+        if index in elsewhere:
+            raise SchemaError(
+                f"SAI index {keyspace}.{index} of {table}.{column.db_field_name} is already the index of table "
+                f"{elsewhere[index]} (SAI indexes are named <table>_<column>_sai_idx): rename the table or the column"
+            )
     created = []
     for name, column in declared:
         index = index_name(model, column)

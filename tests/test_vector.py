@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from cassandra.cqlengine.models import ModelDefinitionException
 from cassandra.cqlengine.query import BatchQuery
 
 from flask_cqlalchemy import CQLAlchemy, InvalidQuery, execution, get_recorded_queries
+from flask_cqlalchemy.errors import SchemaError
 from flask_cqlalchemy.sai import is_sai, sai_index_statements
 
 from .conftest import KEYSPACE, make_app
@@ -361,6 +363,40 @@ def test_sync_db_leaves_an_index_it_did_not_make_and_says_so(module_db, caplog):
         "vector_docs_rank_sai_idx",
         "vector_docs_tag_sai_idx",
     ]
+
+
+def test_sync_db_refuses_an_index_name_taken_by_another_table(module_db):
+    first = type(
+        "Clash",
+        (db.Model,),
+        {
+            "__table_name__": "vector_clash",
+            "id": db.columns.Integer(partition_key=True),
+            "x_tag": db.columns.Text(index="sai"),
+        },
+    )
+    second = type(
+        "ClashX",
+        (db.Model,),
+        {
+            "__table_name__": "vector_clash_x",
+            "id": db.columns.Integer(partition_key=True),
+            "tag": db.columns.Text(index="sai"),
+        },
+    )
+    try:
+        db.sync_table(first)
+        started = time.monotonic()
+        with pytest.raises(SchemaError, match="vector_clash_x_tag_sai_idx") as raised:
+            db.sync_table(second)
+        assert time.monotonic() - started < 10
+        assert "vector_clash_x.tag" in str(raised.value) and "table vector_clash " in str(raised.value)
+    finally:
+        db.execute(f"DROP TABLE IF EXISTS {KEYSPACE}.vector_clash")
+        db.execute(f"DROP TABLE IF EXISTS {KEYSPACE}.vector_clash_x")
+        del first, second
+        gc.collect()
+    assert not {"Clash", "ClashX"} & {m.__name__ for m in db.models}
 
 
 @pytest.fixture()
