@@ -110,7 +110,7 @@ class _AnnQuery(NamedTuple):
     vector: list[Any]
     #: The similarity function selected (asked for, or to rank candidates), or None.
     score: str | None
-    #: The name the score is selected under.
+    #: The name the score is selected under: none of the model's stored names.
     alias: str
     #: Whether each instance gets the score as its ``score`` attribute.
     score_asked: bool
@@ -224,7 +224,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
             column,
             model_column.to_database(values),
             score_function,
-            "score" if score else _unused_name(self.model, "score"),
+            _unused_name(self.model, "score"),
             bool(score),
             None if candidates is None else limit,
         )
@@ -259,7 +259,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
 
         def with_score(row: Any) -> Any:
             instance = construct(row)
-            setattr(instance, alias, row[alias])
+            instance.score = row[alias]
             return instance
 
         return with_score

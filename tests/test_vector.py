@@ -75,6 +75,7 @@ class Passage(db.Model):
     doc = db.columns.Integer(partition_key=True)
     position = db.columns.Integer(primary_key=True)
     embedding = db.columns.Vector(db.columns.Float, 3, index="sai", index_options={"similarity_function": "euclidean"})
+    rating = db.columns.Float(db_field="score")
 
 
 class PlainDoc(db.Model):
@@ -667,6 +668,23 @@ def test_ann_within_a_partition(fresh):
     assert [(p.doc, p.position) for p in found] == [(1, 0), (1, 2), (1, 1)]
     # similarity_euclidean is 1 / (1 + squared distance), in single precision
     assert [p.score for p in found] == pytest.approx([1.0, 1 / 1.02, 1 / 3.0], rel=1e-6)
+
+
+def test_the_score_does_not_overwrite_a_column_stored_as_score(fresh):
+    Passage.create(doc=1, position=0, embedding=[1.0, 0.0, 0.0], rating=0.25)
+    (found,) = Passage.objects(doc=1).ann("embedding", [0.0, 1.0, 0.0], limit=1, score=True)
+    assert found.rating == 0.25 and found.score == pytest.approx(1 / 3.0, rel=1e-6)
+    scored = type(
+        "Scored",
+        (db.Model,),
+        {
+            "id": db.columns.Integer(partition_key=True),
+            "score": db.columns.Float(db_field="points"),
+            "v": db.columns.Vector(db.columns.Float, 3, index="sai"),
+        },
+    )
+    with pytest.raises(InvalidQuery, match="would hide the column Scored.score"):
+        scored.objects.ann("v", [1.0, 0.0, 0.0], limit=1, score=True)
 
 
 def test_the_node_agrees_with_the_limits(corpus, module_db):
