@@ -9,6 +9,7 @@ the query vector bound as a parameter like every other value.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from array import array
@@ -168,37 +169,38 @@ def _as_list(value: Any) -> list[Any] | None:
 
 
 def _element_check(element: Any) -> Callable[[Any], Any]:
-    """The check and conversion of one element of a vector of ``element``s."""
+    """The check and conversion of one element of a vector of ``element``s
+    (module-level functions, so that a model instance pickles)."""
     if isinstance(element, _FLOATING):
-
-        def floating(item: Any) -> float:
-            if isinstance(item, bool) or not isinstance(item, (numbers.Real, Decimal)):
-                raise TypeError(f"{item!r} is not a number")
-            try:
-                return float(item)
-            except OverflowError:  # an int beyond any float
-                raise ValueError(f"a number of {len(str(abs(item)))} digits is too large for a float") from None
-
-        return floating
+        return _floating
     if isinstance(element, columns.Decimal):
-
-        def decimal(item: Any) -> Decimal:
-            if isinstance(item, bool) or not isinstance(item, (numbers.Real, Decimal)):
-                raise TypeError(f"{item!r} is not a number")
-            return element.validate(item)  # type: ignore[no-any-return]
-
-        return decimal
+        return functools.partial(_decimal, element)
     bits = next(b for kind, b in _INTEGER_BITS.items() if isinstance(element, kind))
+    return functools.partial(_integer, bits, element.db_type)
 
-    def integer(item: Any) -> int:
-        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
-            raise TypeError(f"{item!r} is not a whole number")
-        number = int(item)
-        if bits is not None and not -(2 ** (bits - 1)) <= number < 2 ** (bits - 1):
-            raise ValueError(f"{number} does not fit in a {element.db_type}")
-        return number
 
-    return integer
+def _floating(item: Any) -> float:
+    if isinstance(item, bool) or not isinstance(item, (numbers.Real, Decimal)):
+        raise TypeError(f"{item!r} is not a number")
+    try:
+        return float(item)
+    except OverflowError:  # an int beyond any float
+        raise ValueError(f"a number of {len(str(abs(item)))} digits is too large for a float") from None
+
+
+def _decimal(element: Any, item: Any) -> Decimal:
+    if isinstance(item, bool) or not isinstance(item, (numbers.Real, Decimal)):
+        raise TypeError(f"{item!r} is not a number")
+    return element.validate(item)  # type: ignore[no-any-return]
+
+
+def _integer(bits: int | None, db_type: str, item: Any) -> int:
+    if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+        raise TypeError(f"{item!r} is not a whole number")
+    number = int(item)
+    if bits is not None and not -(2 ** (bits - 1)) <= number < 2 ** (bits - 1):
+        raise ValueError(f"{number} does not fit in a {db_type}")
+    return number
 
 
 class AnnSelectStatement(SelectStatement):  # type: ignore[misc]

@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import math
+import pickle
 import random
 import struct
 import time
@@ -270,6 +271,21 @@ class FakeArray:
 
     def __eq__(self, other: object) -> Any:  # element-wise, like numpy: no single truth value
         raise AssertionError("compared as a whole")
+
+
+def test_an_instance_with_vectors_pickles(fresh):
+    values = sample_numbers(random.Random(5), 1)
+    numbers = pickle.loads(pickle.dumps(Numbers(**values)))
+    assert {name: getattr(numbers, name) for name in values} == values
+    doc = pickle.loads(pickle.dumps(Doc(id=1, embedding=[0.5] * DIM)))
+    assert doc.embedding == [0.5] * DIM
+    doc.validate()
+    doc.embedding = [0.0] * DIM
+    with pytest.raises(ValidationError, match="zero vector"):
+        doc.validate()
+    numbers.tiny = [1, 128]
+    with pytest.raises(ValidationError, match="does not fit in a tinyint"):
+        numbers.validate()
 
 
 def test_array_like_values_are_taken_through_tolist(fresh):
