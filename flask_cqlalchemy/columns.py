@@ -6,8 +6,10 @@ columns here are subclasses of cqlengine's own (an instance is still a
 ``cassandra.cqlengine.columns.Text`` and so on) that also take
 ``index_options={...}``. ``Set``, ``List``, ``Map`` and ``Counter`` are
 cqlengine's own classes: cqlengine builds their updates by their exact class
-(``SET s = s + ...``, ``n = n + 1``), and their SAI indexes have no options
-in Cassandra 5.0. Every other name of ``cassandra.cqlengine.columns`` is
+(``SET s = s + ...``, ``n = n + 1``), so they take ``index="sai"`` but
+not ``index_options`` yet (Cassandra 5.0 does accept ``case_sensitive``,
+``normalize`` and ``ascii`` on an index of text elements or map values;
+this extension does not declare them). Every other name of ``cassandra.cqlengine.columns`` is
 this module's too, so code written against it keeps working.
 """
 

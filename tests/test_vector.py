@@ -151,6 +151,16 @@ def test_a_discriminator_column_with_an_sai_index_is_refused():
         type("Pet", (db.Model,), declaration)
 
 
+def test_the_node_takes_text_options_on_collection_indexes(module_db):
+    """What docs/vector.md says: Cassandra 5.0 takes them (the extension does not declare them yet)."""
+    index = "vector_plain_docs_labels_opts"
+    db.execute(
+        f"CREATE CUSTOM INDEX {index} ON {KEYSPACE}.vector_plain_docs (labels) USING 'StorageAttachedIndex' "
+        "WITH OPTIONS = {'case_sensitive': 'false', 'normalize': 'true', 'ascii': 'true'}"
+    )
+    db.execute(f"DROP INDEX {KEYSPACE}.{index}")
+
+
 def test_index_options_without_sai_are_refused():
     with pytest.raises(ModelDefinitionException, match='needs index="sai"'):
         db.columns.Text(index_options={"case_sensitive": False})
