@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import random
 import socket
@@ -232,7 +233,17 @@ class Relay:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.port:
-            listener.bind(("127.0.0.1", self.port))
+            # The last listener leaves LISTEN only once its accept() call has
+            # returned (cut() wakes it): give a loaded machine a moment.
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    listener.bind(("127.0.0.1", self.port))
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
         else:
             _bind_below_ephemeral_ports(listener)
         listener.listen(64)
@@ -244,8 +255,12 @@ class Relay:
     def cut(self) -> None:
         """Refuse new connections and drop the open ones."""
         assert self._listener is not None
-        self._listener.close()
-        self._listener = None
+        listener, self._listener = self._listener, None
+        # close() alone leaves the socket listening while the accept thread
+        # is inside accept(); shutdown() takes it out of LISTEN at once.
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
