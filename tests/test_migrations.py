@@ -884,3 +884,18 @@ def test_a_python_migration_runs_at_the_apps_consistency(project):
     assert p.migrate("upgrade").exit_code == 0
     (row,) = p.admin.execute(f"SELECT level FROM {p.keyspace}.levels")
     assert row.level == ConsistencyLevel.QUORUM
+
+
+def test_a_migration_left_in_progress_before_its_first_statement_resumes(project, admin):
+    p = project().start()
+    p.write("1_a.cql", "CREATE TABLE a (k int PRIMARY KEY);")
+    assert p.migrate("stamp", "1").exit_code == 0  # the state tables
+    # As a runner killed right after recording the start leaves it.
+    admin.execute(
+        f"UPDATE {p.keyspace}.schema_migrations SET state = 'IN_PROGRESS', how = 'ran', run_by = 'dead:1:x', "
+        f"statements_done = 0, statements_total = 1 WHERE version = '1'"
+    )
+    assert p.migrate("upgrade").exit_code == EXIT_NEEDS_ATTENTION
+    resumed = p.migrate("upgrade", "--resume")
+    assert resumed.exit_code == 0, output(resumed)
+    assert "a" in p.tables() and p.rows()["1"].state == "SUCCEEDED"

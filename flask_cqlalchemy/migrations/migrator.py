@@ -518,7 +518,7 @@ class Migrator:
                 )
         total = len(statements) if file.kind == "cql" else None
         start = record.statements_done if record is not None and file.kind == "cql" else 0
-        if record is not None and file.kind == "cql" and record.ran_digest != statements_digest(statements[:start]):
+        if start and record is not None and record.ran_digest != statements_digest(statements[:start]):
             raise MigrationRefused(
                 f"{file.filename}: its first {start} statement(s), which ran, are not the same any more (a "
                 f"statement was added, removed or changed before statement {start + 1}); --resume continues after "
