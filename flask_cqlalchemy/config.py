@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import ssl
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,19 @@ DEFAULT_SCHEMA_AGREEMENT_WAIT = 30
 _MIGRATIONS_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,42}$")
 
 #: Boolean keys and their defaults.
-_FLAGS = {"LAZY_CONNECT": False, "RETRY_CONNECT": False, "PREPARE_STATEMENTS": True, "RECORD_QUERIES": False}
+_FLAGS = {
+    "LAZY_CONNECT": False,
+    "RETRY_CONNECT": False,
+    "PREPARE_STATEMENTS": True,
+    "RECORD_QUERIES": False,
+    "TRACING": False,
+    "JSON_PROVIDER": True,
+}
+
+#: A datacenter name as Cassandra's snitches accept it (cassandra-rackdc.properties).
+_DC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+#: ``CASSANDRA_CLOUD``: what the driver's ``Cluster(cloud=...)`` accepts.
+_CLOUD_ENTRIES = {"secure_connect_bundle", "use_default_tempdir", "connect_timeout"}
 
 
 @dataclass(frozen=True)
@@ -74,10 +87,22 @@ class Settings:
     migrations_lock_ttl: int = DEFAULT_MIGRATIONS_LOCK_TTL
     migrations_lock_wait: int = DEFAULT_MIGRATIONS_LOCK_WAIT
     schema_agreement_wait: int = DEFAULT_SCHEMA_AGREEMENT_WAIT
+    #: ``CASSANDRA_TRACING``: an OpenTelemetry CLIENT span per statement.
+    tracing: bool = False
+    #: ``CASSANDRA_JSON_PROVIDER``: models, pages and Cassandra's types in ``jsonify``.
+    json_provider: bool = True
+    #: ``CASSANDRA_LOCAL_DC``: coordinators are chosen in this datacenter.
+    local_dc: str | None = None
+    #: ``CASSANDRA_USED_HOSTS_PER_REMOTE_DC``: remote nodes tried when the local DC has none up.
+    used_hosts_per_remote_dc: int = 0
+    #: ``CASSANDRA_CLOUD``: the driver's cloud config (DataStax Astra's secure connect bundle).
+    cloud: Mapping[str, Any] | None = field(default=None, repr=False)
 
     def cluster_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`cassandra.cluster.Cluster`."""
         options: dict[str, Any] = {"protocol_version": self.protocol_version}
+        if self.cloud is not None:
+            options["cloud"] = dict(self.cloud)
         if self.port is not None:
             options["port"] = self.port
         if self.username is not None:
@@ -94,7 +119,10 @@ class Settings:
             from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
             from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
-            profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()))
+            policy = DCAwareRoundRobinPolicy(
+                local_dc=self.local_dc or "", used_hosts_per_remote_dc=self.used_hosts_per_remote_dc
+            )
+            profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(policy))
             options["execution_profiles"] = {EXEC_PROFILE_DEFAULT: profile}
         # Requests go out without waiting for the previous one's ACK (Nagle's
         # algorithm holds small writes back while one is unacknowledged): an
@@ -181,6 +209,40 @@ def _ssl_context(value: Any, key: str) -> ssl.SSLContext | None:
     return context
 
 
+def _cloud(value: Any, key: str) -> dict[str, Any] | None:
+    """``CASSANDRA_CLOUD``: checked here, before any connection, so that a
+    wrong bundle path is a ``ConfigError`` rather than a driver traceback."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"expected a dict such as {{'secure_connect_bundle': '/path/bundle.zip'}}, got {value!r}")
+    unknown = set(value) - _CLOUD_ENTRIES
+    if unknown:
+        raise ConfigError(key, f"unknown entries {sorted(unknown)}; expected {sorted(_CLOUD_ENTRIES)}")
+    bundle = value.get("secure_connect_bundle")
+    if isinstance(bundle, os.PathLike):
+        bundle = os.fspath(bundle)
+    if not isinstance(bundle, str) or not bundle.strip():
+        raise ConfigError(key, "secure_connect_bundle is required: the path of the database's bundle .zip")
+    try:
+        with zipfile.ZipFile(bundle) as archive:
+            names = set(archive.namelist())
+    except FileNotFoundError:
+        raise ConfigError(key, f"secure_connect_bundle {bundle!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(key, f"secure_connect_bundle {bundle!r} is a directory, not the bundle .zip") from None
+    except PermissionError:
+        raise ConfigError(key, f"secure_connect_bundle {bundle!r} cannot be read (permission denied)") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ConfigError(key, f"secure_connect_bundle {bundle!r} is not a readable zip file: {exc}") from None
+    if "config.json" not in names:
+        raise ConfigError(key, f"secure_connect_bundle {bundle!r} has no config.json: not a secure connect bundle")
+    timeout = value.get("connect_timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(key, f"connect_timeout must be a positive number of seconds, got {timeout!r}")
+    return {**value, "secure_connect_bundle": bundle}
+
+
 def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Settings:
     """Validate ``config`` and return :class:`Settings`.
 
@@ -193,9 +255,18 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
     def name(key: str) -> str:
         return prefix + key
 
-    if config.get(name("HOSTS")) in (None, "", [], ()):
-        raise ConfigError(name("HOSTS"), "is required: a list of contact points, e.g. ['127.0.0.1']")
-    hosts = _hosts(config[name("HOSTS")], name("HOSTS"))
+    cloud = _cloud(config.get(name("CLOUD")), name("CLOUD"))
+    if cloud is not None:
+        # The bundle names the contact points, port and TLS; the driver
+        # refuses contact points given beside it.
+        for key in ("HOSTS", "PORT", "SSL"):
+            if config.get(name(key)) not in (None, "", [], ()):
+                raise ConfigError(name(key), f"cannot be set with {name('CLOUD')}: the secure connect bundle names it")
+        hosts: tuple[str, ...] = ()
+    else:
+        if config.get(name("HOSTS")) in (None, "", [], ()):
+            raise ConfigError(name("HOSTS"), "is required: a list of contact points, e.g. ['127.0.0.1']")
+        hosts = _hosts(config[name("HOSTS")], name("HOSTS"))
     if config.get(name("KEYSPACE")) in (None, ""):
         raise ConfigError(name("KEYSPACE"), "is required: the default keyspace of this app's models")
     keyspace = validate_keyspace_name(config[name("KEYSPACE")], name("KEYSPACE"))
@@ -271,6 +342,21 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
         config.get(name("SCHEMA_AGREEMENT_WAIT"), DEFAULT_SCHEMA_AGREEMENT_WAIT), name("SCHEMA_AGREEMENT_WAIT"), 1, 3600
     )
 
+    local_dc = config.get(name("LOCAL_DC"))
+    if local_dc is not None and (not isinstance(local_dc, str) or not _DC_NAME.match(local_dc)):
+        raise ConfigError(name("LOCAL_DC"), f"expected a datacenter name such as 'dc1', got {local_dc!r}")
+    remote = _int(config.get(name("USED_HOSTS_PER_REMOTE_DC"), 0), name("USED_HOSTS_PER_REMOTE_DC"), 0, 1000)
+    if remote and local_dc is None:
+        raise ConfigError(name("USED_HOSTS_PER_REMOTE_DC"), f"needs {name('LOCAL_DC')}: remote to which datacenter?")
+    if (local_dc is not None or remote) and _LEGACY_OR_PROFILES & set(setup_kwargs):
+        key = name("LOCAL_DC") if local_dc is not None else name("USED_HOSTS_PER_REMOTE_DC")
+        given = sorted(_LEGACY_OR_PROFILES & set(setup_kwargs))
+        raise ConfigError(
+            key,
+            f"cannot be combined with {name('SETUP_KWARGS')}{given}: those bring their own load-balancing "
+            "policy; set local_dc in that policy instead",
+        )
+
     return Settings(
         hosts=hosts,
         keyspace=keyspace,
@@ -292,7 +378,21 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
         migrations_lock_ttl=lock_ttl,
         migrations_lock_wait=lock_wait,
         schema_agreement_wait=agreement_wait,
+        tracing=flags["TRACING"],
+        json_provider=flags["JSON_PROVIDER"],
+        local_dc=local_dc,
+        used_hosts_per_remote_dc=remote,
+        cloud=cloud,
     )
+
+
+#: Keys a bind never takes from the app: where its cluster is and what it is
+#: called (another cluster has other contact points and datacenter names),
+#: and its migrations directory (see migrations.targets).
+_NOT_INHERITED = frozenset(
+    f"CASSANDRA_{key}"
+    for key in ("HOSTS", "KEYSPACE", "BINDS", "MIGRATIONS_DIR", "CLOUD", "LOCAL_DC", "USED_HOSTS_PER_REMOTE_DC")
+)
 
 
 def read_binds(config: Mapping[str, Any]) -> dict[str, Settings]:
@@ -307,9 +407,7 @@ def read_binds(config: Mapping[str, Any]) -> dict[str, Settings]:
     inherited = {
         k: v
         for k, v in config.items()
-        # A bind has its own migrations directory (see migrations.targets).
-        if k.startswith("CASSANDRA_")
-        and k not in ("CASSANDRA_HOSTS", "CASSANDRA_KEYSPACE", "CASSANDRA_BINDS", "CASSANDRA_MIGRATIONS_DIR")
+        if k.startswith("CASSANDRA_") and k not in _NOT_INHERITED
     }
     result = {}
     for bind, bind_config in binds.items():

@@ -68,8 +68,10 @@ class Route:
     #: Every route of the process, for :func:`schema_changed`.
     live: weakref.WeakSet[Route] = weakref.WeakSet()
 
-    def __init__(self, session: Session, prepare: bool, record: bool) -> None:
+    def __init__(self, session: Session, prepare: bool, record: bool, trace: bool = False) -> None:
         self.session = session
+        #: ``CASSANDRA_TRACING``: an OpenTelemetry span per statement sent.
+        self.trace = trace
         self.prepared = PreparedCache(session) if prepare else None
         self.record = record
         #: Compiled plans of this session (see :mod:`.compiled`), by shape.
@@ -143,11 +145,11 @@ def capturing() -> bool:
     return _captured.get() is not None
 
 
-def route_session(session: Session, *, prepare: bool = True, record: bool = False) -> None:
+def route_session(session: Session, *, prepare: bool = True, record: bool = False, trace: bool = False) -> None:
     """Route ``session.execute`` through the capture seam (once per session)."""
     if hasattr(session, _ROUTE_ATTRIBUTE):
         return
-    route = Route(session, prepare, record)
+    route = Route(session, prepare, record, trace)
     setattr(session, _ROUTE_ATTRIBUTE, route)
     if prepare:
         schema_watch.guard_repreparing()

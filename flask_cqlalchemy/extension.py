@@ -24,7 +24,7 @@ from cassandra.cqlengine.query import DoesNotExist, MultipleObjectsReturned, Que
 from cassandra.cqlengine.usertype import UserType
 from cassandra.query import SimpleStatement
 
-from . import columns, cqlengine_defaults, execution, frameworks, runner, sai
+from . import columns, cqlengine_defaults, execution, frameworks, json_provider, runner, sai
 from .cli import register_cli
 from .config import Settings, parse_consistency, read_binds, read_settings, validate_keyspace_name
 from .errors import ConfigError, NotInitializedError, SchemaError
@@ -143,7 +143,10 @@ class _Connection(cqlengine_connection.Connection):  # type: ignore[misc]
     def setup_session(self) -> None:
         super().setup_session()
         execution.route_session(
-            self.session, prepare=self._settings.prepare_statements, record=self._settings.record_queries
+            self.session,
+            prepare=self._settings.prepare_statements,
+            record=self._settings.record_queries,
+            trace=self._settings.tracing,
         )
         for user_type in self._ext.user_types:
             with contextlib.suppress(Exception):
@@ -289,6 +292,8 @@ class CQLAlchemy:
             runner.install(app, loops)  # type: ignore[arg-type]
         if json_errors:
             _register_error_handlers(app)
+        if settings.json_provider:
+            json_provider.install(app)
         app.shell_context_processor(functools.partial(self._shell_context, app))
         register_cli(app)
         log.debug("initialised for app %s, keyspace %s", app.name, settings.keyspace)
