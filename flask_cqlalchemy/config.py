@@ -6,6 +6,7 @@ nothing else in the package looks at ``app.config``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -341,6 +342,11 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
     agreement_wait = _int(
         config.get(name("SCHEMA_AGREEMENT_WAIT"), DEFAULT_SCHEMA_AGREEMENT_WAIT), name("SCHEMA_AGREEMENT_WAIT"), 1, 3600
     )
+
+    if flags["TRACING"] and importlib.util.find_spec("opentelemetry") is None:
+        raise ConfigError(
+            name("TRACING"), "needs the OpenTelemetry API: pip install 'flask-cqlalchemy[otel]' (opentelemetry-api)"
+        )
 
     local_dc = config.get(name("LOCAL_DC"))
     if local_dc is not None and (not isinstance(local_dc, str) or not _DC_NAME.match(local_dc)):
