@@ -27,6 +27,8 @@ PROFILES = {
     "auth": ("127.0.0.1", 9142),
     "tls": ("127.0.0.1", 9144),
     "faults": ("127.0.0.4", 9044),
+    # dc1: nodes 1 and 2, dc2: node 3 (GossipingPropertyFileSnitch).
+    "dcs": ("127.0.0.1", 9045),
 }
 
 
@@ -96,7 +98,7 @@ class LocalCluster:
     def start(self, *options: str) -> float:
         """Start (or reuse) the profile's nodes; return the seconds it took."""
         started = time.monotonic()
-        extra = ["--nodes", str(self.nodes)] if self.profile == "cluster" else []
+        extra = ["--nodes", str(self.nodes)] if self.profile in ("cluster", "dcs") else []
         run("start", self.profile, *extra, *options, env=self.env)
         return time.monotonic() - started
 
