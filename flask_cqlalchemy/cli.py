@@ -286,9 +286,8 @@ def _parse_dc(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.option(
     "--strategy",
     type=click.Choice(["SimpleStrategy", "NetworkTopologyStrategy"]),
-    default="SimpleStrategy",
-    show_default=True,
-    help="Replication strategy.",
+    default=None,
+    help="Replication strategy (default: NetworkTopologyStrategy with --dc, else SimpleStrategy).",
 )
 @click.option(
     "--dc",
@@ -296,17 +295,19 @@ def _parse_dc(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     multiple=True,
     callback=_parse_dc,
     metavar="DC=N",
-    help="Copies in one datacenter (NetworkTopologyStrategy; repeat per datacenter).",
+    help="Copies in one datacenter (NetworkTopologyStrategy; repeat per datacenter: --dc dc1=3 --dc dc2=3).",
 )
 @click.option("--durable-writes/--no-durable-writes", default=True, show_default=True)
 @_cli_errors
 def create_keyspace_command(
-    name: str, replication_factor: int | None, strategy: str, datacenters: dict[str, int], durable_writes: bool
+    name: str, replication_factor: int | None, strategy: str | None, datacenters: dict[str, int], durable_writes: bool
 ) -> None:
     """Create keyspace NAME (nothing happens if it exists)."""
+    if strategy is None:
+        strategy = "NetworkTopologyStrategy" if datacenters else "SimpleStrategy"
     if strategy == "SimpleStrategy":
         if datacenters:
-            raise click.UsageError("--dc needs --strategy NetworkTopologyStrategy")
+            raise click.UsageError("--dc is for NetworkTopologyStrategy; SimpleStrategy takes --replication-factor")
     else:
         if replication_factor is not None:
             raise click.UsageError("--replication-factor is for SimpleStrategy; give --dc DC=N per datacenter instead")
@@ -324,14 +325,23 @@ def create_keyspace_command(
         ext.create_keyspace_simple(name, replication_factor or 1, durable_writes)
         click.echo(f"created keyspace {name} (SimpleStrategy, replication_factor {replication_factor or 1})")
     else:
-        known = {host.datacenter for host in cluster.metadata.all_hosts()}
+        hosts = cluster.metadata.all_hosts()
+        known = {host.datacenter for host in hosts}
         unknown = sorted(set(datacenters) - known)
         if unknown:
-            click.echo(
-                f"warning: no host of this cluster is in datacenter(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(d for d in known if d)) or 'none'})",
-                err=True,
+            # Cassandra refuses them itself; said here with the names it has.
+            raise click.UsageError(
+                f"no host of this cluster is in datacenter(s) {', '.join(unknown)} "
+                f"(its datacenters: {', '.join(sorted(d for d in known if d)) or 'none'})"
             )
+        for dc, copies in datacenters.items():
+            nodes = sum(1 for host in hosts if host.datacenter == dc)
+            if copies > nodes:
+                click.echo(
+                    f"warning: {dc}={copies} asks for more copies than {dc} has nodes ({nodes}): "
+                    f"QUORUM and LOCAL_QUORUM in {dc} fail until it has {copies}",
+                    err=True,
+                )
         ext.create_keyspace_network_topology(name, datacenters, durable_writes)
         spec = ", ".join(f"{dc}={n}" for dc, n in datacenters.items())
         click.echo(f"created keyspace {name} (NetworkTopologyStrategy, {spec})")

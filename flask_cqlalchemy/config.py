@@ -7,6 +7,7 @@ nothing else in the package looks at ``app.config``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import socket
@@ -24,6 +25,8 @@ from .errors import ConfigError
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
 DEFAULT_PROTOCOL_VERSION = 5
+#: With ``CASSANDRA_CLOUD`` (DataStax Astra) unless set otherwise.
+CLOUD_PROTOCOL_VERSION = 4
 
 #: Cluster() arguments that select the driver's legacy configuration mode (or
 #: bring their own profiles): with any of them we add no execution profile.
@@ -59,7 +62,10 @@ _FLAGS = {
 #: A datacenter name as Cassandra's snitches accept it (cassandra-rackdc.properties).
 _DC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 #: ``CASSANDRA_CLOUD``: what the driver's ``Cluster(cloud=...)`` accepts.
-_CLOUD_ENTRIES = {"secure_connect_bundle", "use_default_tempdir", "connect_timeout"}
+_CLOUD_ENTRIES = {"secure_connect_bundle", "use_default_tempdir", "connect_timeout", "ssl_context"}
+#: What the driver reads from a secure connect bundle: where the metadata
+#: service is (config.json) and the client certificate for it and the nodes.
+_BUNDLE_FILES = ("config.json", "ca.crt", "cert", "key")
 
 
 @dataclass(frozen=True)
@@ -210,13 +216,16 @@ def _ssl_context(value: Any, key: str) -> ssl.SSLContext | None:
     return context
 
 
-def _cloud(value: Any, key: str) -> dict[str, Any] | None:
+def _cloud(value: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """``CASSANDRA_CLOUD``: checked here, before any connection, so that a
-    wrong bundle path is a ``ConfigError`` rather than a driver traceback."""
+    wrong bundle path is a ``ConfigError`` rather than a driver traceback.
+    Returns the driver's cloud config and the bundle's default keyspace."""
     if value is None:
-        return None
+        return None, None
     if not isinstance(value, Mapping):
-        raise ConfigError(key, f"expected a dict such as {{'secure_connect_bundle': '/path/bundle.zip'}}, got {value!r}")
+        raise ConfigError(
+            key, f"expected a dict such as {{'secure_connect_bundle': '/path/bundle.zip'}}, got {value!r}"
+        )
     unknown = set(value) - _CLOUD_ENTRIES
     if unknown:
         raise ConfigError(key, f"unknown entries {sorted(unknown)}; expected {sorted(_CLOUD_ENTRIES)}")
@@ -228,6 +237,16 @@ def _cloud(value: Any, key: str) -> dict[str, Any] | None:
     try:
         with zipfile.ZipFile(bundle) as archive:
             names = set(archive.namelist())
+            needed = _BUNDLE_FILES if "ssl_context" not in value else _BUNDLE_FILES[:1]
+            missing = [f for f in needed if f not in names]
+            if missing:
+                raise ConfigError(
+                    key, f"secure_connect_bundle {bundle!r} has no {', '.join(missing)}: not a secure connect bundle"
+                )
+            try:
+                described = json.loads(archive.read("config.json"))
+            except ValueError as exc:
+                raise ConfigError(key, f"secure_connect_bundle {bundle!r}: config.json is not JSON ({exc})") from None
     except FileNotFoundError:
         raise ConfigError(key, f"secure_connect_bundle {bundle!r} does not exist") from None
     except IsADirectoryError:
@@ -236,12 +255,18 @@ def _cloud(value: Any, key: str) -> dict[str, Any] | None:
         raise ConfigError(key, f"secure_connect_bundle {bundle!r} cannot be read (permission denied)") from None
     except (OSError, zipfile.BadZipFile) as exc:
         raise ConfigError(key, f"secure_connect_bundle {bundle!r} is not a readable zip file: {exc}") from None
-    if "config.json" not in names:
-        raise ConfigError(key, f"secure_connect_bundle {bundle!r} has no config.json: not a secure connect bundle")
+    if not isinstance(described, Mapping) or not described.get("host") or not described.get("port"):
+        raise ConfigError(
+            key, f"secure_connect_bundle {bundle!r}: config.json does not name the metadata service's host and port"
+        )
+    context = value.get("ssl_context")
+    if context is not None and not isinstance(context, ssl.SSLContext):
+        raise ConfigError(key, f"ssl_context must be an ssl.SSLContext, got {type(context).__name__}")
     timeout = value.get("connect_timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(key, f"connect_timeout must be a positive number of seconds, got {timeout!r}")
-    return {**value, "secure_connect_bundle": bundle}
+    keyspace = described.get("keyspace")
+    return {**value, "secure_connect_bundle": bundle}, keyspace if isinstance(keyspace, str) else None
 
 
 def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Settings:
@@ -256,7 +281,7 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
     def name(key: str) -> str:
         return prefix + key
 
-    cloud = _cloud(config.get(name("CLOUD")), name("CLOUD"))
+    cloud, bundle_keyspace = _cloud(config.get(name("CLOUD")), name("CLOUD"))
     if cloud is not None:
         # The bundle names the contact points, port and TLS; the driver
         # refuses contact points given beside it.
@@ -269,8 +294,11 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
             raise ConfigError(name("HOSTS"), "is required: a list of contact points, e.g. ['127.0.0.1']")
         hosts = _hosts(config[name("HOSTS")], name("HOSTS"))
     if config.get(name("KEYSPACE")) in (None, ""):
-        raise ConfigError(name("KEYSPACE"), "is required: the default keyspace of this app's models")
-    keyspace = validate_keyspace_name(config[name("KEYSPACE")], name("KEYSPACE"))
+        if bundle_keyspace is None:
+            raise ConfigError(name("KEYSPACE"), "is required: the default keyspace of this app's models")
+        keyspace = validate_keyspace_name(bundle_keyspace, f"{name('CLOUD')}: the bundle's keyspace")
+    else:
+        keyspace = validate_keyspace_name(config[name("KEYSPACE")], name("KEYSPACE"))
 
     flags = {}
     for flag, default in _FLAGS.items():
@@ -303,9 +331,20 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(key, "expected a non-empty string")
 
+    if cloud is not None and username is None:
+        raise ConfigError(
+            name("USERNAME"),
+            f"is required with {name('CLOUD')}: the application token's client id (or 'token'), "
+            f"with its secret (or the AstraCS:... token) in {name('PASSWORD')}",
+        )
+
     protocol = config.get(name("PROTOCOL_VERSION"))
     if protocol is None:
-        protocol = setup_kwargs.get("protocol_version", DEFAULT_PROTOCOL_VERSION)
+        # Astra speaks protocol v4; the driver would not fall back from an
+        # explicit v5.
+        protocol = setup_kwargs.get(
+            "protocol_version", CLOUD_PROTOCOL_VERSION if cloud is not None else DEFAULT_PROTOCOL_VERSION
+        )
     protocol = _int(protocol, name("PROTOCOL_VERSION"), 3, 6)
     if "protocol_version" in setup_kwargs and setup_kwargs["protocol_version"] != protocol:
         raise ConfigError(
@@ -410,11 +449,7 @@ def read_binds(config: Mapping[str, Any]) -> dict[str, Settings]:
     binds = config.get("CASSANDRA_BINDS") or {}
     if not isinstance(binds, Mapping):
         raise ConfigError("CASSANDRA_BINDS", f"expected a dict of bind name -> config dict, got {type(binds).__name__}")
-    inherited = {
-        k: v
-        for k, v in config.items()
-        if k.startswith("CASSANDRA_") and k not in _NOT_INHERITED
-    }
+    inherited = {k: v for k, v in config.items() if k.startswith("CASSANDRA_") and k not in _NOT_INHERITED}
     result = {}
     for bind, bind_config in binds.items():
         label = f"CASSANDRA_BINDS[{bind!r}]"

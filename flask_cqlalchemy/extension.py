@@ -24,7 +24,7 @@ from cassandra.cqlengine.query import DoesNotExist, MultipleObjectsReturned, Que
 from cassandra.cqlengine.usertype import UserType
 from cassandra.query import SimpleStatement
 
-from . import columns, cqlengine_defaults, execution, frameworks, json_provider, runner, sai
+from . import columns, cqlengine_defaults, execution, frameworks, json_provider, runner, sai, topology
 from .cli import register_cli
 from .config import Settings, parse_consistency, read_binds, read_settings, validate_keyspace_name
 from .errors import ConfigError, NotInitializedError, SchemaError
@@ -130,12 +130,17 @@ class _Connection(cqlengine_connection.Connection):  # type: ignore[misc]
         log.debug("connecting %s to %s", self.name, ", ".join(self.hosts))
         try:
             super().setup()
-        except Exception:
+            topology.check_connected(self.cluster, self._settings, self.name)
+        except Exception as exc:
             # cqlengine would leave a failed lazy connection half made and no
             # longer lazy, so it would never try again: close what was made
             # and connect anew at the next use.
             if self.cluster is not None:
-                self.cluster.shutdown()
+                try:
+                    if isinstance(exc, NoHostAvailable):
+                        topology.explain_no_host(self.cluster, self._settings)
+                finally:
+                    self.cluster.shutdown()
             self.cluster = self.session = None
             self.lazy_connect = True
             raise

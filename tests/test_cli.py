@@ -218,9 +218,11 @@ def test_create_keyspace_simple_then_again(no_keyspace):
     assert "already exists" in again.output and "left unchanged" in again.output
 
 
-def test_create_keyspace_network_topology():
-    result = cql("create-keyspace", NTS_KEYSPACE, "--strategy", "NetworkTopologyStrategy", "--dc", "datacenter1=1")
+@pytest.mark.parametrize("strategy", [["--strategy", "NetworkTopologyStrategy"], []], ids=["explicit", "implied-by-dc"])
+def test_create_keyspace_network_topology(strategy):
+    result = cql("create-keyspace", NTS_KEYSPACE, *strategy, "--dc", "datacenter1=1")
     assert result.exit_code == 0, result.output
+    assert "NetworkTopologyStrategy, datacenter1=1" in result.output
     with app.app_context():
         db.cluster.refresh_schema_metadata()
         replication = db.cluster.metadata.keyspaces[NTS_KEYSPACE].replication_strategy.export_for_schema()
@@ -231,7 +233,8 @@ def test_create_keyspace_network_topology():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dc", "datacenter1=1"], "--dc needs --strategy NetworkTopologyStrategy"),
+        (["--strategy", "SimpleStrategy", "--dc", "datacenter1=1"], "--dc is for NetworkTopologyStrategy"),
+        (["--dc", "datacenter1=1", "--dc", "dc9=1"], "datacenter(s) dc9 (its datacenters: datacenter1)"),
         (["--strategy", "NetworkTopologyStrategy"], "needs at least one --dc DC=N"),
         (["--strategy", "NetworkTopologyStrategy", "--dc", "datacenter1"], "expected DC=N"),
         (["--strategy", "NetworkTopologyStrategy", "--dc", "dc1=0"], "expected DC=N"),

@@ -117,3 +117,180 @@ def test_tcp_nodelay_by_default_and_setup_kwargs_win():
     assert settings().cluster_options()["sockopts"] == [nodelay]
     keepalive = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     assert settings(CASSANDRA_SETUP_KWARGS={"sockopts": keepalive}).cluster_options()["sockopts"] == keepalive
+
+
+# -- datacenters (CASSANDRA_LOCAL_DC) ------------------------------------------------
+
+
+def policy_of(options):
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT
+
+    token_aware = options["execution_profiles"][EXEC_PROFILE_DEFAULT].load_balancing_policy
+    return token_aware._child_policy
+
+
+def test_local_dc_makes_a_token_aware_dc_aware_policy():
+    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+    options = settings(CASSANDRA_LOCAL_DC="dc1", CASSANDRA_USED_HOSTS_PER_REMOTE_DC=1).cluster_options()
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT
+
+    assert isinstance(options["execution_profiles"][EXEC_PROFILE_DEFAULT].load_balancing_policy, TokenAwarePolicy)
+    policy = policy_of(options)
+    assert isinstance(policy, DCAwareRoundRobinPolicy)
+    assert (policy.local_dc, policy.used_hosts_per_remote_dc) == ("dc1", 1)
+    unset = policy_of(settings().cluster_options())
+    assert (unset.local_dc, unset.used_hosts_per_remote_dc) == ("", 0)
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "message"),
+    [
+        ({"CASSANDRA_LOCAL_DC": ""}, "CASSANDRA_LOCAL_DC", "datacenter name"),
+        ({"CASSANDRA_LOCAL_DC": ["dc1"]}, "CASSANDRA_LOCAL_DC", "datacenter name"),
+        ({"CASSANDRA_LOCAL_DC": "dc1'; DROP"}, "CASSANDRA_LOCAL_DC", "datacenter name"),
+        ({"CASSANDRA_USED_HOSTS_PER_REMOTE_DC": 1}, "CASSANDRA_USED_HOSTS_PER_REMOTE_DC", "needs CASSANDRA_LOCAL_DC"),
+        (
+            {"CASSANDRA_LOCAL_DC": "dc1", "CASSANDRA_USED_HOSTS_PER_REMOTE_DC": -1},
+            "CASSANDRA_USED_HOSTS_PER_REMOTE_DC",
+            "whole number",
+        ),
+        (
+            {"CASSANDRA_LOCAL_DC": "dc1", "CASSANDRA_SETUP_KWARGS": {"execution_profiles": {}}},
+            "CASSANDRA_LOCAL_DC",
+            "bring their own load-balancing policy",
+        ),
+    ],
+)
+def test_bad_datacenter_config_names_the_key(config, key, message):
+    with pytest.raises(ConfigError) as info:
+        settings(**config)
+    assert info.value.key == key and message in str(info.value)
+
+
+def test_local_quorum_by_name():
+    assert settings(CASSANDRA_CONSISTENCY="LOCAL_QUORUM").consistency == ConsistencyLevel.LOCAL_QUORUM
+    assert settings(CASSANDRA_CONSISTENCY="local_one").consistency == ConsistencyLevel.LOCAL_ONE
+
+
+def test_a_bind_names_its_own_datacenter_and_cloud():
+    from flask_cqlalchemy.config import read_binds
+
+    binds = read_binds(
+        {
+            **BASE,
+            "CASSANDRA_LOCAL_DC": "dc1",
+            "CASSANDRA_CONSISTENCY": "LOCAL_QUORUM",
+            "CASSANDRA_BINDS": {"other": {"CASSANDRA_HOSTS": ["10.0.0.9"], "CASSANDRA_KEYSPACE": "elsewhere"}},
+        }
+    )
+    assert binds["other"].local_dc is None  # another cluster has its own datacenter names
+    assert binds["other"].consistency == ConsistencyLevel.LOCAL_QUORUM  # other keys are inherited
+
+
+# -- DataStax Astra (CASSANDRA_CLOUD) -------------------------------------------------
+
+
+def bundle(folder, name="bundle.zip", *, omit=(), config_json=None):
+    """A zip laid out like a secure connect bundle (the certificates are
+    placeholders: these tests stop before any TLS)."""
+    import json
+    import zipfile
+
+    path = folder / name
+    files = {
+        "config.json": config_json
+        if config_json is not None
+        else json.dumps({"host": "db.example.invalid", "port": 29080, "keyspace": "astra_ks"}),
+        "ca.crt": "-----BEGIN CERTIFICATE-----\n",
+        "cert": "-----BEGIN CERTIFICATE-----\n",
+        "key": "-----BEGIN PRIVATE KEY-----\n",
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            if member not in omit:
+                archive.writestr(member, text)
+    return path
+
+
+CLOUD_LOGIN = {"CASSANDRA_USERNAME": "client-id", "CASSANDRA_PASSWORD": "client-secret"}
+
+
+def cloud_settings(cloud, **overrides):
+    config = {"CASSANDRA_CLOUD": cloud, **CLOUD_LOGIN, **overrides}
+    return read_settings({k: v for k, v in config.items() if v is not ...})
+
+
+def test_cloud_needs_no_hosts_and_takes_the_bundles_keyspace(tmp_path):
+    path = bundle(tmp_path)
+    s = cloud_settings({"secure_connect_bundle": str(path)})
+    assert s.hosts == () and s.keyspace == "astra_ks"
+    options = s.cluster_options()
+    assert options["cloud"] == {"secure_connect_bundle": str(path)}
+    assert options["protocol_version"] == 4  # Astra's; v5 would not be negotiated down
+    assert options["auth_provider"].username == "client-id"
+    assert "port" not in options and "ssl_context" not in options
+    explicit = cloud_settings({"secure_connect_bundle": path}, CASSANDRA_KEYSPACE="mine", CASSANDRA_PROTOCOL_VERSION=5)
+    assert (explicit.keyspace, explicit.protocol_version) == ("mine", 5)
+    assert explicit.cluster_options()["cloud"]["secure_connect_bundle"] == str(path)  # a Path becomes a str
+
+
+def test_cloud_bundle_errors_name_the_key_before_any_connection(tmp_path):
+    import json
+
+    (tmp_path / "folder.zip").mkdir()
+    (tmp_path / "text.zip").write_text("not a zip")
+    cases = [
+        ({"secure_connect_bundle": str(tmp_path / "missing.zip")}, "does not exist"),
+        ({"secure_connect_bundle": str(tmp_path / "folder.zip")}, "is a directory"),
+        ({"secure_connect_bundle": str(tmp_path / "text.zip")}, "not a readable zip file"),
+        ({"secure_connect_bundle": str(bundle(tmp_path, "a.zip", omit=("config.json",)))}, "has no config.json"),
+        ({"secure_connect_bundle": str(bundle(tmp_path, "b.zip", omit=("key", "cert")))}, "has no cert, key"),
+        ({"secure_connect_bundle": str(bundle(tmp_path, "c.zip", config_json="{nope"))}, "config.json is not JSON"),
+        (
+            {"secure_connect_bundle": str(bundle(tmp_path, "d.zip", config_json=json.dumps({"keyspace": "k"})))},
+            "does not name the metadata service",
+        ),
+        ({}, "secure_connect_bundle is required"),
+        ("/path/bundle.zip", "expected a dict"),
+        ({"secure_connect_bundle": str(bundle(tmp_path)), "bundle": "x"}, "unknown entries ['bundle']"),
+        ({"secure_connect_bundle": str(bundle(tmp_path)), "connect_timeout": 0}, "connect_timeout"),
+        ({"secure_connect_bundle": str(bundle(tmp_path)), "ssl_context": "ctx"}, "ssl.SSLContext"),
+    ]
+    for cloud, message in cases:
+        with pytest.raises(ConfigError) as info:
+            cloud_settings(cloud)
+        assert info.value.key == "CASSANDRA_CLOUD", cloud
+        assert message in str(info.value), (cloud, str(info.value))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "message"),
+    [
+        ({"CASSANDRA_HOSTS": ["127.0.0.1"]}, "CASSANDRA_HOSTS", "cannot be set with CASSANDRA_CLOUD"),
+        ({"CASSANDRA_PORT": 9042}, "CASSANDRA_PORT", "cannot be set with CASSANDRA_CLOUD"),
+        ({"CASSANDRA_SSL": {"ca_file": "x"}}, "CASSANDRA_SSL", "cannot be set with CASSANDRA_CLOUD"),
+        ({"CASSANDRA_USERNAME": ..., "CASSANDRA_PASSWORD": ...}, "CASSANDRA_USERNAME", "client id"),
+    ],
+)
+def test_cloud_conflicts_name_the_key(tmp_path, overrides, key, message):
+    with pytest.raises(ConfigError) as info:
+        cloud_settings({"secure_connect_bundle": str(bundle(tmp_path))}, **overrides)
+    assert info.value.key == key and message in str(info.value)
+
+
+def test_cloud_error_at_init_app_connects_nothing(tmp_path):
+    app = Flask("astra_missing")
+    app.config.update(CASSANDRA_CLOUD={"secure_connect_bundle": str(tmp_path / "nope.zip")}, **CLOUD_LOGIN)
+    with pytest.raises(ConfigError, match="CASSANDRA_CLOUD"):
+        CQLAlchemy(app)
+    assert "cqlalchemy" not in app.extensions
+
+
+def test_tracing_and_json_provider_flags():
+    assert (settings().tracing, settings().json_provider) == (False, True)
+    s = settings(CASSANDRA_TRACING=True, CASSANDRA_JSON_PROVIDER=False)
+    assert (s.tracing, s.json_provider) == (True, False)
+    for key in ("CASSANDRA_TRACING", "CASSANDRA_JSON_PROVIDER"):
+        with pytest.raises(ConfigError, match=key):
+            settings(**{key: "yes"})
