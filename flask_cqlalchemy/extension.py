@@ -598,7 +598,7 @@ def _register_error_handlers(app: App) -> None:
 
     def unavailable(error: Exception) -> Any:
         log.warning("Cassandra unavailable: %s", error)
-        return frameworks.json_response(app, 503, {"error": "database unavailable", "message": type(error).__name__})
+        return frameworks.json_response(app, 503, {"error": "database unavailable", "message": _cause(error)})
 
     handlers = [
         (ValidationError, invalid),
@@ -612,6 +612,20 @@ def _register_error_handlers(app: App) -> None:
         # Quart runs a plain function handler on a worker thread: these do
         # nothing that blocks, so they are handed to it as coroutines.
         app.register_error_handler(error_type, _as_coroutine(handler) if quart else handler)
+
+
+def _cause(error: Exception) -> str:
+    """The name a 503 gives: the driver's retry policy turns a coordinator's
+    ``Unavailable`` (too few replicas alive) into ``NoHostAvailable`` once no
+    other host is left to try; when every host answered the same, that
+    answer is the cause."""
+    if isinstance(error, NoHostAvailable) and len(error.args) > 1 and isinstance(error.args[1], dict):
+        causes = {type(cause) for cause in error.args[1].values()}
+        if len(causes) == 1:
+            (cause,) = causes
+            if issubclass(cause, UNAVAILABLE_ERRORS):
+                return cause.__name__
+    return type(error).__name__
 
 
 def _as_coroutine(handler: Callable[[Exception], Any]) -> Callable[[Exception], Any]:
