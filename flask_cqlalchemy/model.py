@@ -12,6 +12,7 @@ import datetime
 import decimal
 import uuid
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cassandra.cqlengine import models, usertype
@@ -20,6 +21,7 @@ from cassandra.cqlengine.models import hybrid_classmethod
 from cassandra.cqlengine.query import ValidationError
 
 from . import compiled, execution, sai
+from .json_provider import Mode, columns_dict
 from .query import QuerySet, first_rows, first_rows_sync, one_of, send_captured, send_captured_sync
 from .vector import Vector
 
@@ -203,6 +205,34 @@ class ModelMixin:
         compiled.learn_insert(cls, name, instance, statements)
         return instance
 
+    def to_dict(
+        self,
+        *,
+        only: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+        mode: Mode = "python",
+    ) -> dict[str, Any]:
+        """This row's values by column (attribute) name, in the order of the
+        columns; what ``jsonify(instance)`` writes, with ``mode="json"``.
+
+        ``only`` keeps these columns, ``exclude`` leaves these out. User-defined
+        types become dicts, sets sorted lists, lists, tuples and vectors
+        lists, maps dicts. ``mode="python"`` keeps the values as Python has
+        them (``UUID``, ``datetime``, ``Decimal``, ``bytes``...); ``mode="json"``
+        makes them JSON values (strings for UUIDs, ISO 8601 timestamps,
+        base64 blobs...; docs/json.md has the table).
+
+        Override it to change what ``jsonify`` writes for a model (say, to
+        leave a column out by default): the JSON provider and
+        :meth:`Page.to_dict <flask_cqlalchemy.Page.to_dict>` call it.
+
+        Raises ``ValueError`` naming a name of ``only`` or ``exclude`` that is
+        not a column, ``TypeError`` if either is a string instead of a list.
+
+        .. versionadded:: 0.1
+        """
+        return columns_dict(self, only=only, exclude=exclude, mode=mode)
+
     @classmethod
     def get_or_404(cls, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
         """``Model.get`` that raises :class:`~flask_cqlalchemy.RowNotFound` (404) when no row matches."""
@@ -362,6 +392,27 @@ def make_model_base(ext: CQLAlchemy) -> type:
     )
 
 
+class UserTypeMixin:
+    """Methods every ``db.UserType`` gains on top of cqlengine's ``UserType``."""
+
+    def to_dict(
+        self,
+        *,
+        only: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+        mode: Mode = "python",
+    ) -> dict[str, Any]:
+        """This value's fields by name, as :meth:`ModelMixin.to_dict`; a model's
+        ``to_dict`` calls it for its user-defined type columns.
+
+        Raises ``ValueError`` naming a name of ``only`` or ``exclude`` that is
+        not a field, ``TypeError`` if either is a string instead of a list.
+
+        .. versionadded:: 0.1
+        """
+        return columns_dict(self, only=only, exclude=exclude, mode=mode)
+
+
 def make_user_type_base(ext: CQLAlchemy) -> type:
     """The ``db.UserType`` of one extension (found by ``sync_db``)."""
-    return type("UserType", (usertype.UserType,), {"__cqlalchemy__": ext, "__module__": __name__})
+    return type("UserType", (UserTypeMixin, usertype.UserType), {"__cqlalchemy__": ext, "__module__": __name__})

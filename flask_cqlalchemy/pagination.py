@@ -16,9 +16,9 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from .errors import InvalidCursor, InvalidPageSize
 
@@ -47,6 +47,29 @@ class Page(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def to_dict(
+        self,
+        *,
+        only: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+        mode: Literal["python", "json"] = "python",
+    ) -> dict[str, Any]:
+        """``{"items", "next_cursor", "has_next", "per_page"}``, what
+        ``jsonify(page)`` writes (with ``mode="json"``): each item its
+        ``to_dict(only=only, exclude=exclude, mode=mode)`` (see
+        :meth:`Model.to_dict <flask_cqlalchemy.model.ModelMixin.to_dict>`).
+        ``cursor``, the client's own, is not repeated.
+
+        Items that are not models (rows of ``values_list``) become lists;
+        ``only`` or ``exclude`` then raise ``TypeError``.
+
+        .. versionadded:: 0.1
+        """
+        # Imported here: the JSON module knows pages, so imports this one.
+        from .json_provider import page_dict
+
+        return page_dict(self, only=only, exclude=exclude, mode=mode)
 
 
 def check_per_page(per_page: Any, maximum: int) -> int:

@@ -9,6 +9,9 @@ a storage-attached (SAI) vector index for "similar notes", and its
 ``tags`` have an SAI index too, so filtering a user's notes by tag needs no
 ``ALLOW FILTERING``.
 
+A note answers JSON as its ``to_dict()``: ``jsonify(note)`` and
+``jsonify(page)`` write every column but the embedding.
+
 ``UserStats`` is a counter table. Counters cannot share a table with
 regular columns, and a counter increment is not idempotent, so it only
 counts what is cheap to count exactly: notes ever written by the user
@@ -17,7 +20,8 @@ counts what is cheap to count exactly: notes ever written by the user
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from .embedding import EMBEDDING_DIM
 from .extensions import adb
@@ -44,6 +48,17 @@ class Note(Model):
     embedding = columns.Vector(
         columns.Float, EMBEDDING_DIM, index="sai", index_options={"similarity_function": "cosine"}
     )
+
+    def to_dict(
+        self,
+        *,
+        only: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+        mode: Literal["python", "json"] = "python",
+    ) -> dict[str, Any]:
+        # What clients see of a note, in jsonify(note) and in pages of notes:
+        # every column but the embedding (256 numbers of no use to them).
+        return super().to_dict(only=only, exclude=[*exclude, "embedding"], mode=mode)
 
 
 class UserStats(Model):

@@ -3,7 +3,9 @@
 The views of this Flask app (:mod:`.views`) and those of
 ``examples/quart_app`` check the request (:mod:`.validation`), await these
 coroutines with the checked values, and answer what they return as JSON.
-Failures reach the framework as exceptions, each an HTTP answer through
+Notes and pages of notes are answered as they are: flask-cqlalchemy's JSON
+provider writes them (``Note.to_dict``), so ``jsonify(note)`` needs no
+hand-written dict. Failures reach the framework as exceptions, each an HTTP answer through
 flask-cqlalchemy: ``RowNotFound`` (404) from ``aget_or_404``, the
 pagination errors (400), and the driver's own errors when the cluster
 cannot answer (503, the extension's error handlers).
@@ -22,6 +24,8 @@ from typing import Any
 from cassandra import WriteFailure
 from cassandra.util import uuid_from_time
 
+from flask_cqlalchemy import Page
+
 from .embedding import embed
 from .extensions import adb
 from .models import Note, UserStats
@@ -30,17 +34,6 @@ DEFAULT_PER_PAGE = 20
 DASHBOARD_LATEST = 5
 #: Tries of a note's insert refused by the node's vector index (see _insert_note).
 INSERT_ATTEMPTS = 8
-
-
-def note_json(note: Note) -> dict[str, Any]:
-    return {
-        "user_id": note.user_id,
-        "note_id": str(note.note_id),
-        "title": note.title,
-        "body": note.body,
-        "tags": sorted(note.tags or ()),
-        "created": _iso(note.created),
-    }
 
 
 async def cassandra_version() -> str:
@@ -90,12 +83,12 @@ async def similar_notes(user_id: str, note_id: uuid.UUID, k: int) -> dict[str, A
     found = await Note.objects(user_id=user_id).ann("embedding", vector, limit=k + 1, score=True).aall()
     others = [other for other in found if other.note_id != note.note_id][:k]
     return {
-        "note_id": str(note.note_id),
-        "similar": [{**note_json(other), "score": round(other.score, 6)} for other in others],
+        "note_id": note.note_id,
+        "similar": [{**other.to_dict(), "score": round(other.score, 6)} for other in others],
     }
 
 
-async def list_notes(user_id: str, tag: str | None, per_page: Any, cursor: str | None) -> dict[str, Any]:
+async def list_notes(user_id: str, tag: str | None, per_page: Any, cursor: str | None) -> Page[Note]:
     """One page of the user's notes, newest first; ``tag`` keeps the notes
     that carry it. ``next_cursor`` is bound to this exact query (user, tag):
     replayed against another one it is refused with 400, as are a bad
@@ -103,13 +96,7 @@ async def list_notes(user_id: str, tag: str | None, per_page: Any, cursor: str |
     query = Note.objects(user_id=user_id)
     if tag is not None:
         query = _tagged(query, tag)
-    page = await query.apaginate(per_page=per_page, cursor=cursor)
-    return {
-        "items": [note_json(note) for note in page.items],
-        "next_cursor": page.next_cursor,
-        "has_next": page.has_next,
-        "per_page": page.per_page,
-    }
+    return await query.apaginate(per_page=per_page, cursor=cursor)
 
 
 async def dashboard(user_id: str, tag: str | None) -> dict[str, Any]:
@@ -142,7 +129,7 @@ async def dashboard(user_id: str, tag: str | None) -> dict[str, Any]:
         "user_id": user_id,
         "notes": count,
         "notes_written": written,
-        "latest": [note_json(note) for note in latest],
+        "latest": latest,
         "top_tags": [
             {"tag": name, "notes": n} for name, n in sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
         ],
@@ -166,11 +153,6 @@ async def _insert_note(**values: Any) -> Note:
                 raise
             await asyncio.sleep(random.uniform(0, 0.004 * 2**attempt))
     raise AssertionError("unreachable")
-
-
-def _iso(moment: datetime) -> str:
-    # cqlengine reads timestamps back as naive UTC datetimes.
-    return moment.isoformat(timespec="milliseconds") + "Z"
 
 
 def _now() -> datetime:

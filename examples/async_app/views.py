@@ -27,7 +27,7 @@ async def health():
 async def create_note(user_id: str):
     user_id = check_user_id(user_id)
     note = await notes.create_note(user_id, parse_new_note(request))
-    response = jsonify(notes.note_json(note))
+    response = jsonify(note)
     response.status_code = 201
     response.headers["Location"] = url_for(".get_note", user_id=user_id, note_id=str(note.note_id))
     return response
@@ -36,7 +36,7 @@ async def create_note(user_id: str):
 @bp.get("/users/<user_id>/notes/<note_id>")
 async def get_note(user_id: str, note_id: str):
     note = await notes.find_note(check_user_id(user_id), check_note_id(note_id))
-    return jsonify(notes.note_json(note))
+    return jsonify(note)
 
 
 @bp.delete("/users/<user_id>/notes/<note_id>")

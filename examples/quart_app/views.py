@@ -24,13 +24,13 @@ async def create_note(user_id: str) -> ResponseReturnValue:
     user_id = check_user_id(user_id)
     note = await notes.create_note(user_id, await aparse_new_note(request))
     location = url_for(".get_note", user_id=user_id, note_id=str(note.note_id))
-    return jsonify(notes.note_json(note)), 201, {"Location": location}
+    return jsonify(note), 201, {"Location": location}
 
 
 @bp.get("/users/<user_id>/notes/<note_id>")
 async def get_note(user_id: str, note_id: str) -> ResponseReturnValue:
     note = await notes.find_note(check_user_id(user_id), check_note_id(note_id))
-    return jsonify(notes.note_json(note))
+    return jsonify(note)
 
 
 @bp.delete("/users/<user_id>/notes/<note_id>")
