@@ -10,6 +10,8 @@
   port 9144), with a certificate signed by a CA this test makes. The
   ``CASSANDRA_SSL`` key, as certificate paths or as an ``ssl.SSLContext``,
   connects over TLS; a wrong CA, or no TLS at all, fails clearly and fast.
+* ``CASSANDRA_CLOUD`` (DataStax Astra's secure connect bundle) against the
+  same node, with the test playing Astra's metadata service (see below).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -292,6 +295,148 @@ def test_plaintext_client_is_refused_fast(tls):
     with pytest.raises(NoHostAvailable):
         CQLAlchemy(tls_app(node, None))
     assert time.monotonic() - started < FAIL_FAST
+
+
+# -- DataStax Astra's secure connect bundle, against the TLS node ------------------
+# No Astra here. Astra's driver path is: read the bundle (config.json + the
+# client certificate), ask the metadata service named in config.json over TLS
+# for the SNI proxy's address and the nodes' host ids, then connect through
+# the proxy over TLS with each host id as the SNI name. The test plays the
+# metadata service (HTTPS, certificate from the test's CA) and points the
+# "proxy" at the --tls node, which ignores the SNI name: CASSANDRA_CLOUD then
+# goes the whole of that path to a real node. What it cannot show is Astra's
+# proxy routing by SNI and Astra's authentication.
+
+
+class MetadataService:
+    """An HTTPS ``/metadata`` endpoint like Astra's, counting its requests."""
+
+    def __init__(self, cert, proxy: str, host_ids: list[str]) -> None:
+        import http.server
+        import json
+        import threading
+
+        body = json.dumps(
+            {
+                "version": 1,
+                "region": "local",
+                "contact_info": {
+                    "type": "sni_proxy",
+                    "local_dc": "datacenter1",
+                    "contact_points": host_ids,
+                    "sni_proxy_address": proxy,
+                },
+            }
+        ).encode()
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                paths.append(self.path)
+                self.send_response(200 if self.path == "/metadata" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert.cert), str(cert.key))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def secure_connect_bundle(folder: Path, ca, client, metadata_port: int, keyspace: str) -> Path:
+    import json
+    import zipfile
+
+    path = folder / "secure-connect-test.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"host": "127.0.0.1", "port": metadata_port, "keyspace": keyspace}))
+        archive.write(ca.cert, "ca.crt")
+        archive.write(client.cert, "cert")
+        archive.write(client.key, "key")
+    return path
+
+
+# The driver's bundle reader makes its context with ssl.PROTOCOL_TLS.
+DRIVER_CLOUD_SSL = pytest.mark.filterwarnings("ignore:ssl.PROTOCOL_TLS is deprecated:DeprecationWarning")
+
+
+@DRIVER_CLOUD_SSL
+def test_cloud_bundle_connects_through_its_metadata_service(tls, tmp_path, record_figure):
+    import uuid
+
+    node, ca, _ = tls
+    metadata_cert = make_server_cert(tmp_path, "metadata", ca)
+    client_cert = make_server_cert(tmp_path, "client", ca)  # presented, not checked: the node asks for none
+    host_id = str(uuid.uuid4())  # Astra names its nodes by host id; the proxy routes on it
+    service = MetadataService(metadata_cert, f"{node.address()}:{node.port}", [host_id])
+    try:
+        app = Flask(f"astra_{secrets.token_hex(3)}")
+        app.config.update(
+            CASSANDRA_CLOUD={
+                "secure_connect_bundle": secure_connect_bundle(tmp_path, ca, client_cert, service.port, KEYSPACE)
+            },
+            CASSANDRA_USERNAME="client-id",
+            CASSANDRA_PASSWORD="client-secret",
+        )
+        cloud_db = CQLAlchemy(app)
+        try:
+            with app.app_context():
+                assert service.paths == ["/metadata"]
+                assert cloud_db.cluster.protocol_version == 4
+                row = cloud_db.execute("SELECT cluster_name, release_version FROM system.local").one()
+                assert row["cluster_name"] == "flask-cqlalchemy-test-tls"
+                rows = asyncio.run(cloud_db.aio.execute("SELECT cluster_name FROM system.local"))
+                assert rows[0]["cluster_name"] == "flask-cqlalchemy-test-tls"
+                (endpoint,) = [pool.host.endpoint for pool in cloud_db.session._pools.values()]
+                assert (endpoint.address, endpoint.port) == (node.address(), node.port)
+                sock = cloud_db.cluster.control_connection._connection._socket
+                assert isinstance(sock, ssl.SSLSocket) and sock.server_hostname == host_id
+                tls_version = sock.version()
+                assert app.extensions["cqlalchemy"].keyspace == KEYSPACE  # from the bundle's config.json
+        finally:
+            cloud_db.shutdown()
+    finally:
+        service.close()
+    record_figure(
+        f"astra: CASSANDRA_CLOUD bundle -> local metadata service -> TLS node over SNI "
+        f"(protocol v4, {tls_version}); no live Astra"
+    )
+
+
+@DRIVER_CLOUD_SSL
+def test_cloud_metadata_service_down_fails_at_start(tls, tmp_path):
+    node, ca, _ = tls
+    client_cert = make_server_cert(tmp_path, "client", ca)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    app = Flask(f"astra_down_{secrets.token_hex(3)}")
+    app.config.update(
+        CASSANDRA_CLOUD={
+            "secure_connect_bundle": secure_connect_bundle(tmp_path, ca, client_cert, port, KEYSPACE),
+            "connect_timeout": 2,
+        },
+        CASSANDRA_USERNAME="client-id",
+        CASSANDRA_PASSWORD="client-secret",
+    )
+    started = time.monotonic()
+    with pytest.raises(Exception, match=f"metadata service at https://127.0.0.1:{port}/metadata"):
+        CQLAlchemy(app)
+    assert time.monotonic() - started < FAIL_FAST
+    assert "cqlalchemy" not in app.extensions
 
 
 # -- the launcher's readiness probe against these nodes ----------------------------
