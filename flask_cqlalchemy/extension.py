@@ -278,6 +278,10 @@ class CQLAlchemy:
         quart = frameworks.is_quart(app)
         loops = runner.read_mode(app.config, quart=quart)
         secret = settings.cursor_secret or _as_bytes(app.secret_key)
+        if settings.json_provider:
+            # Before connecting: its ConfigError (an app.json that is not a
+            # JSONProvider) must leave nothing half set up.
+            json_provider.install(app)
         name = self._connect(app, "", settings)
         binds = {}
         try:
@@ -297,8 +301,6 @@ class CQLAlchemy:
             runner.install(app, loops)  # type: ignore[arg-type]
         if json_errors:
             _register_error_handlers(app)
-        if settings.json_provider:
-            json_provider.install(app)
         app.shell_context_processor(functools.partial(self._shell_context, app))
         register_cli(app)
         log.debug("initialised for app %s, keyspace %s", app.name, settings.keyspace)
