@@ -103,8 +103,10 @@ class AsyncCQLAlchemy:
         )
         result = await execution.send(statement)
         rows = list(result.current_rows)
+        page = 1
         while result.paging_state:
-            result = await execution.send(statement, result.paging_state)
+            page += 1
+            result = await execution.send(statement, result.paging_state, page)
             rows.extend(result.current_rows)
         return rows
 

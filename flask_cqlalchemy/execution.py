@@ -5,7 +5,8 @@ LWT clauses, batches) and ends in ``Session.execute``. Each session this
 extension creates gets that method routed through a :class:`Route`:
 
 * normally the statement goes out with the driver's blocking call (prepared
-  when the fast path can, recorded when recording is on);
+  when the fast path can, recorded when recording is on, an OpenTelemetry
+  span per request when tracing is on: :mod:`.tracing`);
 * inside :func:`capture` the finished statement is kept instead of sent, so
   the async face can send it with ``execute_async`` and await it.
 
@@ -23,13 +24,16 @@ import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cassandra.cluster import _NOT_SET, ResultSet, Session
 from cassandra.cqlengine import connection as cqlengine_connection
 
 from . import recording, schema_watch
 from .prepared import PreparedCache, StalePreparedStatement, depends_on
+
+if TYPE_CHECKING:
+    from .tracing import StatementTrace
 
 _captured: ContextVar[list[Statement] | None] = ContextVar("flask_cqlalchemy_captured", default=None)
 _ROUTE_ATTRIBUTE = "_flask_cqlalchemy_route"
@@ -180,14 +184,16 @@ def route_of(session: Session) -> Route:
     return getattr(session, _ROUTE_ATTRIBUTE)  # type: ignore[no-any-return]
 
 
-def _send_blocking(route: Route, query: Any, params: Any, *args: Any, wire: Any = None, **kwargs: Any) -> Any:
+def _send_blocking(
+    route: Route, query: Any, params: Any, *args: Any, wire: Any = None, page: int = 1, **kwargs: Any
+) -> Any:
     wire_query, wire_params = route.outgoing(query, params, wire)
     if not route.record:
-        return _execute_current(route, query, params, wire_query, wire_params, *args, **kwargs)
+        return _execute_current(route, query, params, wire_query, wire_params, page, *args, **kwargs)
     sink, location, started = recording.sink(), recording.caller(), time.perf_counter()
     error = None
     try:
-        return _execute_current(route, query, params, wire_query, wire_params, *args, **kwargs)
+        return _execute_current(route, query, params, wire_query, wire_params, page, *args, **kwargs)
     except Exception as exc:
         error = repr(exc)
         raise
@@ -199,10 +205,15 @@ def _send_blocking(route: Route, query: Any, params: Any, *args: Any, wire: Any 
 
 
 def _execute_current(
-    route: Route, query: Any, params: Any, wire_query: Any, wire_params: Any, *args: Any, **kwargs: Any
+    route: Route, query: Any, params: Any, wire_query: Any, wire_params: Any, page: int, *args: Any, **kwargs: Any
 ) -> Any:
     """Send the wire statement; if the node no longer knows its prepared
-    statement (the schema changed), cqlengine's own statement, unprepared."""
+    statement (the schema changed), cqlengine's own statement, unprepared.
+    ``page`` is the number of the page it asks for, for its span."""
+    if route.trace:
+        from . import tracing  # imported only once tracing is on: nothing of OpenTelemetry otherwise
+
+        return tracing.execute(route, query, params, wire_query, wire_params, page, *args, **kwargs)
     try:
         return route.blocking_execute(wire_query, wire_params, *args, **kwargs)
     except StalePreparedStatement:
@@ -240,20 +251,23 @@ async def ensure_connected(name: str | None) -> None:
         await asyncio.to_thread(connection.handle_lazy_connect)
 
 
-def send_sync(statement: Statement, paging_state: bytes | None = None) -> ResultSet:
-    """Send a captured statement with the driver's blocking call."""
+def send_sync(statement: Statement, paging_state: bytes | None = None, page: int = 1) -> ResultSet:
+    """Send a captured statement with the driver's blocking call; ``page``
+    numbers the requests of one read (its span says which page it is)."""
     return _send_blocking(
         route_of(statement.session),
         statement.query,
         statement.params,
         timeout=statement.timeout,
         wire=statement.wire,
+        page=page,
         paging_state=paging_state,
     )
 
 
-def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Future[ResultSet]:
+def send(statement: Statement, paging_state: bytes | None = None, page: int = 1) -> asyncio.Future[ResultSet]:
     """Send a captured statement; return a future of the running loop.
+    ``page`` numbers the requests of one read (its span says which page it is).
 
     The loop is looked up now, at each call, never stored: Flask runs every
     ``async def`` view in a fresh loop that is closed after the request.
@@ -267,7 +281,15 @@ def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Fut
         if answer.sink is not None:
             answer.location = recording.caller()
             answer.started = time.perf_counter()
-    response = statement.session.execute_async(query, params, timeout=statement.timeout, paging_state=paging_state)
+    if route.trace:
+        from . import tracing
+
+        # The span's callbacks go first: it ends before the answer reaches the loop.
+        answer.trace = tracing.StatementTrace(statement.session, statement.query, page)
+        options = {"timeout": statement.timeout, "paging_state": paging_state}
+        response = answer.trace.send(query, params, options)
+    else:
+        response = statement.session.execute_async(query, params, timeout=statement.timeout, paging_state=paging_state)
     answer.response = response
     response.add_callbacks(answer.ok, answer.failed)
     return answer.future
@@ -276,7 +298,18 @@ def send(statement: Statement, paging_state: bytes | None = None) -> asyncio.Fut
 class _Answer:
     """Hands the driver's answer to one request to the loop awaiting it."""
 
-    __slots__ = ("loop", "future", "statement", "route", "paging_state", "response", "sink", "location", "started")
+    __slots__ = (
+        "loop",
+        "future",
+        "statement",
+        "route",
+        "paging_state",
+        "response",
+        "sink",
+        "location",
+        "started",
+        "trace",
+    )
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, statement: Statement, route: Route, paging_state: bytes | None
@@ -290,6 +323,7 @@ class _Answer:
         self.sink: list[recording.RecordedQuery] | None = None
         self.location = ""
         self.started = 0.0
+        self.trace: StatementTrace | None = None
 
     # The driver calls these on its I/O thread (or at once, in the sending
     # thread, if the answer is already in), and swallows what they raise: so
@@ -317,9 +351,13 @@ class _Answer:
         try:
             self.route.invalidate()
             statement = self.statement
-            response = statement.session.execute_async(
-                statement.query, statement.params, timeout=statement.timeout, paging_state=self.paging_state
-            )
+            if self.trace is not None:
+                options = {"timeout": statement.timeout, "paging_state": self.paging_state}
+                response = self.trace.resend(statement.query, statement.params, options)
+            else:
+                response = statement.session.execute_async(
+                    statement.query, statement.params, timeout=statement.timeout, paging_state=self.paging_state
+                )
             self.response = response
             response.add_callbacks(self.ok, self.failed)
         except Exception as exc:  # e.g. the session was shut down meanwhile

@@ -57,12 +57,15 @@ def send_captured_sync(build: Callable[[], R]) -> tuple[R, list[execution.Statem
 
 
 async def first_rows(statement: execution.Statement, wanted: int, paging_state: bytes | None = None) -> list[Any]:
-    """Up to ``wanted`` rows of a select, page by page (one page, nearly always)."""
+    """Up to ``wanted`` rows of a select, page by page (one page, nearly always).
+    A ``paging_state`` given is the first page's: the next page is the second."""
     found: list[Any] = []
+    page = 1 if paging_state is None else 2
     while True:
-        result = await execution.send(statement, paging_state)
+        result = await execution.send(statement, paging_state, page)
         found.extend(result.current_rows[: wanted - len(found)])
         paging_state = result.paging_state
+        page += 1
         if len(found) >= wanted or not paging_state:
             return found
 
@@ -70,10 +73,12 @@ async def first_rows(statement: execution.Statement, wanted: int, paging_state: 
 def first_rows_sync(statement: execution.Statement, wanted: int, paging_state: bytes | None = None) -> list[Any]:
     """:func:`first_rows` with the driver's blocking call."""
     found: list[Any] = []
+    page = 1 if paging_state is None else 2
     while True:
-        result = execution.send_sync(statement, paging_state)
+        result = execution.send_sync(statement, paging_state, page)
         found.extend(result.current_rows[: wanted - len(found)])
         paging_state = result.paging_state
+        page += 1
         if len(found) >= wanted or not paging_state:
             return found
 
@@ -312,7 +317,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         statement, per_page, paging_state = self._page_request(per_page, cursor)
         result = execution.send_sync(statement, paging_state)
         more = bool(result.paging_state) and _has_rows(
-            execution.send_sync(statement.with_fetch_size(1), result.paging_state)
+            execution.send_sync(statement.with_fetch_size(1), result.paging_state, page=2)
         )
         return self._make_page(result, statement, per_page, cursor, more)
 
@@ -387,7 +392,7 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
         statement, per_page, paging_state = self._page_request(per_page, cursor)
         result = await execution.send(statement, paging_state)
         more = bool(result.paging_state) and _has_rows(
-            await execution.send(statement.with_fetch_size(1), result.paging_state)
+            await execution.send(statement.with_fetch_size(1), result.paging_state, page=2)
         )
         return self._make_page(result, statement, per_page, cursor, more)
 
@@ -505,6 +510,8 @@ class _RowStream:
         self._construct: Callable[[Any], Any] | None = None
         self._next: asyncio.Future[ResultSet] | None = None
         self._done = False
+        #: The number of the page requested last.
+        self._page = 1
         self._since_yield = time.perf_counter()
 
     def __aiter__(self) -> _RowStream:
@@ -540,7 +547,8 @@ class _RowStream:
         pending, self._next = self._next, None
         result = await pending
         if result.paging_state:
-            self._next = execution.send(self._statement, result.paging_state)
+            self._page += 1
+            self._next = execution.send(self._statement, result.paging_state, self._page)
         else:
             self._done = True
         # An ANN query is answered in one page (the node raises its page
