@@ -270,6 +270,8 @@ def _parse_dc(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
         dc, sep, count = value.partition("=")
         if not sep or not dc.strip() or not count.strip().isdigit() or int(count) < 1:
             raise click.BadParameter(f"expected DC=N with N a whole number of at least 1, got {value!r}", ctx, param)
+        if dc.strip() in replication:
+            raise click.BadParameter(f"datacenter {dc.strip()!r} is given twice", ctx, param)
         replication[dc.strip()] = int(count)
     return replication
 
@@ -337,10 +339,16 @@ def create_keyspace_command(
         for dc, copies in datacenters.items():
             nodes = sum(1 for host in hosts if host.datacenter == dc)
             if copies > nodes:
+                # Cassandra keeps one copy per node, so only `nodes` copies
+                # exist, but LOCAL_QUORUM still asks for a majority of `copies`.
+                majority = copies // 2 + 1
+                fails = (
+                    f"; LOCAL_QUORUM in {dc} needs {majority} and fails until it has {majority} nodes"
+                    if majority > nodes
+                    else ""
+                )
                 click.echo(
-                    f"warning: {dc}={copies} asks for more copies than {dc} has nodes ({nodes}): "
-                    f"QUORUM and LOCAL_QUORUM in {dc} fail until it has {copies}",
-                    err=True,
+                    f"warning: {dc}={copies} but {dc} has {nodes} node(s), so it keeps {nodes} copies{fails}", err=True
                 )
         ext.create_keyspace_network_topology(name, datacenters, durable_writes)
         spec = ", ".join(f"{dc}={n}" for dc, n in datacenters.items())

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import ssl
+import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ _LEGACY_OR_PROFILES = {
     "default_retry_policy",
     "conviction_policy_factory",
 }
+#: Cluster() arguments that bring their own load-balancing policy (and so
+#: their own local datacenter).
+OWN_POLICY = frozenset({"execution_profiles", "load_balancing_policy"})
 DEFAULT_MAX_PER_PAGE = 500
 
 #: ``flask cql migrate``: the state table's default name (in each keyspace
@@ -218,8 +222,9 @@ def _ssl_context(value: Any, key: str) -> ssl.SSLContext | None:
 
 def _cloud(value: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """``CASSANDRA_CLOUD``: checked here, before any connection, so that a
-    wrong bundle path is a ``ConfigError`` rather than a driver traceback.
-    Returns the driver's cloud config and the bundle's default keyspace."""
+    wrong bundle is a ``ConfigError`` naming the key rather than a driver
+    traceback at connect. Returns the driver's cloud config and the bundle's
+    default keyspace."""
     if value is None:
         return None, None
     if not isinstance(value, Mapping):
@@ -234,10 +239,36 @@ def _cloud(value: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
         bundle = os.fspath(bundle)
     if not isinstance(bundle, str) or not bundle.strip():
         raise ConfigError(key, "secure_connect_bundle is required: the path of the database's bundle .zip")
+    context = value.get("ssl_context")
+    if context is not None and not isinstance(context, ssl.SSLContext):
+        raise ConfigError(key, f"ssl_context must be an ssl.SSLContext, got {type(context).__name__}")
+    timeout = value.get("connect_timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(key, f"connect_timeout must be a positive number of seconds, got {timeout!r}")
+    default_tempdir = value.get("use_default_tempdir", False)
+    if not isinstance(default_tempdir, bool):
+        raise ConfigError(key, f"use_default_tempdir must be True or False, got {default_tempdir!r}")
+    described = _read_bundle(bundle, key, check_certificates=context is None)
+    # The driver unpacks the bundle next to it unless told otherwise: a
+    # read-only folder (a mounted secret) fails at connect with an OSError.
+    folder = os.path.dirname(os.path.abspath(bundle))
+    if not default_tempdir and not os.access(folder, os.W_OK):
+        raise ConfigError(
+            key,
+            f"the driver unpacks the bundle in its folder {folder!r}, which is not writable: "
+            "add 'use_default_tempdir': True to unpack it in the system's temporary folder",
+        )
+    keyspace = described.get("keyspace")
+    return {**value, "secure_connect_bundle": bundle}, keyspace if isinstance(keyspace, str) else None
+
+
+def _read_bundle(bundle: str, key: str, *, check_certificates: bool) -> Mapping[str, Any]:
+    """The bundle's config.json, once the bundle is known to be a zip with
+    what the driver reads from it, and its certificates load."""
     try:
         with zipfile.ZipFile(bundle) as archive:
             names = set(archive.namelist())
-            needed = _BUNDLE_FILES if "ssl_context" not in value else _BUNDLE_FILES[:1]
+            needed = _BUNDLE_FILES if check_certificates else _BUNDLE_FILES[:1]
             missing = [f for f in needed if f not in names]
             if missing:
                 raise ConfigError(
@@ -247,6 +278,8 @@ def _cloud(value: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
                 described = json.loads(archive.read("config.json"))
             except ValueError as exc:
                 raise ConfigError(key, f"secure_connect_bundle {bundle!r}: config.json is not JSON ({exc})") from None
+            if check_certificates:
+                files = {name: archive.read(name) for name in _BUNDLE_FILES[1:]}
     except FileNotFoundError:
         raise ConfigError(key, f"secure_connect_bundle {bundle!r} does not exist") from None
     except IsADirectoryError:
@@ -259,14 +292,22 @@ def _cloud(value: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
         raise ConfigError(
             key, f"secure_connect_bundle {bundle!r}: config.json does not name the metadata service's host and port"
         )
-    context = value.get("ssl_context")
-    if context is not None and not isinstance(context, ssl.SSLContext):
-        raise ConfigError(key, f"ssl_context must be an ssl.SSLContext, got {type(context).__name__}")
-    timeout = value.get("connect_timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigError(key, f"connect_timeout must be a positive number of seconds, got {timeout!r}")
-    keyspace = described.get("keyspace")
-    return {**value, "secure_connect_bundle": bundle}, keyspace if isinstance(keyspace, str) else None
+    if check_certificates:
+        # Loaded as the driver will load them: a corrupt certificate or key
+        # is said now, not as an SSLError at connect.
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in files.items():
+                with open(os.path.join(folder, name), "wb") as out:
+                    out.write(data)
+            try:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.load_verify_locations(os.path.join(folder, "ca.crt"))
+                context.load_cert_chain(os.path.join(folder, "cert"), os.path.join(folder, "key"))
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    key, f"secure_connect_bundle {bundle!r}: its certificates (ca.crt, cert, key) do not load: {exc}"
+                ) from None
+    return described
 
 
 def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Settings:
@@ -296,7 +337,7 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
     if config.get(name("KEYSPACE")) in (None, ""):
         if bundle_keyspace is None:
             raise ConfigError(name("KEYSPACE"), "is required: the default keyspace of this app's models")
-        keyspace = validate_keyspace_name(bundle_keyspace, f"{name('CLOUD')}: the bundle's keyspace")
+        keyspace = validate_keyspace_name(bundle_keyspace, name("CLOUD"))
     else:
         keyspace = validate_keyspace_name(config[name("KEYSPACE")], name("KEYSPACE"))
 
@@ -331,7 +372,19 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(key, "expected a non-empty string")
 
-    if cloud is not None and username is None:
+    if cloud is not None:
+        # What the bundle decides; the driver refuses these beside it.
+        clash = sorted(
+            {"cloud", "contact_points", "endpoint_factory", "ssl_context", "ssl_options"} & set(setup_kwargs)
+        )
+        if clash:
+            raise ConfigError(
+                name("SETUP_KWARGS"),
+                f"{clash} cannot be given with {name('CLOUD')}: the secure connect bundle sets them",
+            )
+    elif "cloud" in setup_kwargs:
+        raise ConfigError(name("SETUP_KWARGS"), f"'cloud' is configured with {name('CLOUD')}, which checks the bundle")
+    if cloud is not None and username is None and "auth_provider" not in setup_kwargs:
         raise ConfigError(
             name("USERNAME"),
             f"is required with {name('CLOUD')}: the application token's client id (or 'token'), "
@@ -393,9 +446,9 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
     remote = _int(config.get(name("USED_HOSTS_PER_REMOTE_DC"), 0), name("USED_HOSTS_PER_REMOTE_DC"), 0, 1000)
     if remote and local_dc is None:
         raise ConfigError(name("USED_HOSTS_PER_REMOTE_DC"), f"needs {name('LOCAL_DC')}: remote to which datacenter?")
-    if (local_dc is not None or remote) and _LEGACY_OR_PROFILES & set(setup_kwargs):
+    if (local_dc is not None or remote) and OWN_POLICY & set(setup_kwargs):
         key = name("LOCAL_DC") if local_dc is not None else name("USED_HOSTS_PER_REMOTE_DC")
-        given = sorted(_LEGACY_OR_PROFILES & set(setup_kwargs))
+        given = sorted(OWN_POLICY & set(setup_kwargs))
         raise ConfigError(
             key,
             f"cannot be combined with {name('SETUP_KWARGS')}{given}: those bring their own load-balancing "
@@ -438,6 +491,12 @@ _NOT_INHERITED = frozenset(
     f"CASSANDRA_{key}"
     for key in ("HOSTS", "KEYSPACE", "BINDS", "MIGRATIONS_DIR", "CLOUD", "LOCAL_DC", "USED_HOSTS_PER_REMOTE_DC")
 )
+#: ... nor, when either of them is an Astra database (``CASSANDRA_CLOUD``),
+#: how to reach and log in to it: a bundle brings its own port, TLS and
+#: protocol, and Astra's token is no password for another cluster.
+_NOT_INHERITED_ACROSS_CLOUD = frozenset(
+    f"CASSANDRA_{key}" for key in ("PORT", "SSL", "USERNAME", "PASSWORD", "PROTOCOL_VERSION")
+)
 
 
 def read_binds(config: Mapping[str, Any]) -> dict[str, Settings]:
@@ -457,8 +516,11 @@ def read_binds(config: Mapping[str, Any]) -> dict[str, Settings]:
             raise ConfigError(label, "a bind name must be a plain identifier")
         if not isinstance(bind_config, Mapping):
             raise ConfigError(label, f"expected a dict of CASSANDRA_* keys, got {type(bind_config).__name__}")
+        own = inherited
+        if config.get("CASSANDRA_CLOUD") is not None or bind_config.get("CASSANDRA_CLOUD") is not None:
+            own = {k: v for k, v in inherited.items() if k not in _NOT_INHERITED_ACROSS_CLOUD}
         try:
-            result[bind] = read_settings({**inherited, **bind_config})
+            result[bind] = read_settings({**own, **bind_config})
         except ConfigError as exc:
             raise ConfigError(f"{label}.{exc.key}", str(exc).split(": ", 1)[1]) from None
     return result

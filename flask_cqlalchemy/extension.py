@@ -110,9 +110,12 @@ class _Connection(cqlengine_connection.Connection):  # type: ignore[misc]
     #: Every connection of this extension in the process, for the fork hook.
     live: weakref.WeakSet[_Connection] = weakref.WeakSet()
 
-    def __init__(self, name: str, settings: Settings, ext: CQLAlchemy) -> None:
+    def __init__(self, name: str, settings: Settings, ext: CQLAlchemy, key_prefix: str = "") -> None:
         _Connection.live.add(self)
         self._settings = settings
+        #: How this connection's config keys are named in errors: "" for the
+        #: app's own, ``CASSANDRA_BINDS['name'].`` for a bind's.
+        self._key_prefix = key_prefix
         super().__init__(
             name,
             hosts=list(settings.hosts),
@@ -130,19 +133,24 @@ class _Connection(cqlengine_connection.Connection):  # type: ignore[misc]
         log.debug("connecting %s to %s", self.name, ", ".join(self.hosts))
         try:
             super().setup()
-            topology.check_connected(self.cluster, self._settings, self.name)
+            topology.check_connected(self.cluster, self._settings, self.name, self._key_prefix)
         except Exception as exc:
             # cqlengine would leave a failed lazy connection half made and no
             # longer lazy, so it would never try again: close what was made
             # and connect anew at the next use.
-            if self.cluster is not None:
-                try:
-                    if isinstance(exc, NoHostAvailable):
-                        topology.explain_no_host(self.cluster, self._settings)
-                finally:
-                    self.cluster.shutdown()
-            self.cluster = self.session = None
+            cluster, self.cluster, self.session = self.cluster, None, None
             self.lazy_connect = True
+            try:
+                if cluster is not None and isinstance(exc, NoHostAvailable):
+                    topology.explain_no_host(cluster, self._settings, self._key_prefix)
+            finally:
+                if cluster is not None:
+                    cluster.shutdown()
+            if self._settings.cloud is not None and type(exc) is DriverException:
+                # Cluster() could not get the node list from the database's
+                # metadata service: for a cloud database that is "no host
+                # answered" (503 in a view, retried with RETRY_CONNECT).
+                raise NoHostAvailable(f"{exc} [{self._key_prefix}CASSANDRA_CLOUD]", {}) from exc
             raise
 
     def setup_session(self) -> None:
@@ -308,7 +316,7 @@ class CQLAlchemy:
     def _connect(self, app: App, bind: str, settings: Settings) -> str:
         """Register (and, unless lazy, open) one cqlengine connection; return its name."""
         name = f"flask_cqlalchemy.{next(_connection_ids)}.{app.name}" + (f".{bind}" if bind else "")
-        connection = _Connection(name, settings, self)
+        connection = _Connection(name, settings, self, f"CASSANDRA_BINDS[{bind!r}]." if bind else "")
         cqlengine_connection._connections[name] = connection
         try:
             connection.setup()
@@ -317,6 +325,9 @@ class CQLAlchemy:
                 del cqlengine_connection._connections[name]
                 raise
             log.warning("no Cassandra host answered at start; %s will retry on first use", name)
+        except BaseException:
+            del cqlengine_connection._connections[name]
+            raise
         return name
 
     def initialized_state(self) -> AppState | None:

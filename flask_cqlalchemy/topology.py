@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .config import Settings
+from .config import OWN_POLICY, Settings
 from .errors import ConfigError
 
 log = logging.getLogger("flask_cqlalchemy")
@@ -40,35 +40,40 @@ def driver_local_dc(cluster: Any) -> str | None:
     return getattr(policy, "local_dc", None) or None
 
 
-def check_connected(cluster: Any, settings: Settings, name: str) -> None:
+def check_connected(cluster: Any, settings: Settings, name: str, key_prefix: str = "") -> None:
     """After a connect: refuse an unknown ``CASSANDRA_LOCAL_DC`` (with
     remote nodes allowed, the driver connects to those and never says so),
-    and warn when a multi-datacenter cluster was left to the driver's guess."""
+    and warn when a multi-datacenter cluster was left to the driver's guess.
+    ``key_prefix`` names a bind's keys (``CASSANDRA_BINDS['name'].``)."""
     seen = datacenters(cluster)
     if settings.local_dc is not None:
-        _require_known(settings, seen)
+        _require_known(settings, seen, key_prefix)
         return
+    if OWN_POLICY & set(settings.setup_kwargs):
+        return  # the app's own policy decides (and may name its local_dc)
     if len(seen) > 1:
         log.warning(
-            "%s: the cluster has datacenters %s and CASSANDRA_LOCAL_DC is not set; the driver chose %r "
+            "%s: the cluster has datacenters %s and %sCASSANDRA_LOCAL_DC is not set; the driver chose %r "
             "(the datacenter of the first contact point it reached) and sends every request to its nodes only. "
-            "Set CASSANDRA_LOCAL_DC to the datacenter this app runs in.",
+            "Set %sCASSANDRA_LOCAL_DC to the datacenter this app runs in.",
             name,
             ", ".join(seen),
+            key_prefix,
             driver_local_dc(cluster),
+            key_prefix,
         )
 
 
-def explain_no_host(cluster: Any, settings: Settings) -> None:
+def explain_no_host(cluster: Any, settings: Settings, key_prefix: str = "") -> None:
     """After the driver found no node to use: a ``ConfigError`` if that is
     because ``CASSANDRA_LOCAL_DC`` names a datacenter the cluster lacks."""
     if settings.local_dc is not None:
-        _require_known(settings, datacenters(cluster))
+        _require_known(settings, datacenters(cluster), key_prefix)
 
 
-def _require_known(settings: Settings, seen: list[str]) -> None:
+def _require_known(settings: Settings, seen: list[str], key_prefix: str) -> None:
     if seen and settings.local_dc not in seen:
         raise ConfigError(
-            "CASSANDRA_LOCAL_DC",
+            f"{key_prefix}CASSANDRA_LOCAL_DC",
             f"{settings.local_dc!r} is not a datacenter of this cluster; its nodes are in {', '.join(seen)}",
         )

@@ -238,6 +238,7 @@ def test_create_keyspace_network_topology(strategy):
         (["--strategy", "NetworkTopologyStrategy"], "needs at least one --dc DC=N"),
         (["--strategy", "NetworkTopologyStrategy", "--dc", "datacenter1"], "expected DC=N"),
         (["--strategy", "NetworkTopologyStrategy", "--dc", "dc1=0"], "expected DC=N"),
+        (["--dc", "datacenter1=1", "--dc", "datacenter1=2"], "datacenter 'datacenter1' is given twice"),
         (
             ["--strategy", "NetworkTopologyStrategy", "-r", "2", "--dc", "dc1=1"],
             "--replication-factor is for SimpleStrategy",

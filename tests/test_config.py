@@ -191,9 +191,28 @@ def test_a_bind_names_its_own_datacenter_and_cloud():
 # -- DataStax Astra (CASSANDRA_CLOUD) -------------------------------------------------
 
 
-def bundle(folder, name="bundle.zip", *, omit=(), config_json=None):
-    """A zip laid out like a secure connect bundle (the certificates are
-    placeholders: these tests stop before any TLS)."""
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    from .support.certs import make_ca, make_server_cert
+
+    folder = tmp_path_factory.mktemp("bundle-certs")
+    ca = make_ca(folder, "astra-ca")
+    return ca, make_server_cert(folder, "client", ca)
+
+
+@pytest.fixture()
+def bundle(certificates):
+    ca, client = certificates
+
+    def make(folder, name="bundle.zip", *, omit=(), config_json=None, key=None):
+        """A zip laid out like a secure connect bundle, with certificates
+        that load (the tests stop before any connection)."""
+        return write_bundle(folder, name, ca, client, omit=omit, config_json=config_json, key=key)
+
+    return make
+
+
+def write_bundle(folder, name, ca, client, *, omit=(), config_json=None, key=None):
     import json
     import zipfile
 
@@ -202,9 +221,9 @@ def bundle(folder, name="bundle.zip", *, omit=(), config_json=None):
         "config.json": config_json
         if config_json is not None
         else json.dumps({"host": "db.example.invalid", "port": 29080, "keyspace": "astra_ks"}),
-        "ca.crt": "-----BEGIN CERTIFICATE-----\n",
-        "cert": "-----BEGIN CERTIFICATE-----\n",
-        "key": "-----BEGIN PRIVATE KEY-----\n",
+        "ca.crt": ca.cert.read_text(),
+        "cert": client.cert.read_text(),
+        "key": key if key is not None else client.key.read_text(),
     }
     with zipfile.ZipFile(path, "w") as archive:
         for member, text in files.items():
@@ -213,6 +232,7 @@ def bundle(folder, name="bundle.zip", *, omit=(), config_json=None):
     return path
 
 
+HOST = {"host": "db.example.invalid", "port": 29080}
 CLOUD_LOGIN = {"CASSANDRA_USERNAME": "client-id", "CASSANDRA_PASSWORD": "client-secret"}
 
 
@@ -221,7 +241,7 @@ def cloud_settings(cloud, **overrides):
     return read_settings({k: v for k, v in config.items() if v is not ...})
 
 
-def test_cloud_needs_no_hosts_and_takes_the_bundles_keyspace(tmp_path):
+def test_cloud_needs_no_hosts_and_takes_the_bundles_keyspace(tmp_path, bundle):
     path = bundle(tmp_path)
     s = cloud_settings({"secure_connect_bundle": str(path)})
     assert s.hosts == () and s.keyspace == "astra_ks"
@@ -235,7 +255,7 @@ def test_cloud_needs_no_hosts_and_takes_the_bundles_keyspace(tmp_path):
     assert explicit.cluster_options()["cloud"]["secure_connect_bundle"] == str(path)  # a Path becomes a str
 
 
-def test_cloud_bundle_errors_name_the_key_before_any_connection(tmp_path):
+def test_cloud_bundle_errors_name_the_key_before_any_connection(tmp_path, bundle):
     import json
 
     (tmp_path / "folder.zip").mkdir()
@@ -256,6 +276,19 @@ def test_cloud_bundle_errors_name_the_key_before_any_connection(tmp_path):
         ({"secure_connect_bundle": str(bundle(tmp_path)), "bundle": "x"}, "unknown entries ['bundle']"),
         ({"secure_connect_bundle": str(bundle(tmp_path)), "connect_timeout": 0}, "connect_timeout"),
         ({"secure_connect_bundle": str(bundle(tmp_path)), "ssl_context": "ctx"}, "ssl.SSLContext"),
+        ({"secure_connect_bundle": str(bundle(tmp_path)), "use_default_tempdir": "no"}, "use_default_tempdir"),
+        (
+            {"secure_connect_bundle": str(bundle(tmp_path, "e.zip", key="-----BEGIN PRIVATE KEY-----\nAAAA\n"))},
+            "its certificates (ca.crt, cert, key) do not load",
+        ),
+        (
+            {
+                "secure_connect_bundle": str(
+                    bundle(tmp_path, "f.zip", config_json=json.dumps({**HOST, "keyspace": "x-y"}))
+                )
+            },
+            "expected a keyspace name",
+        ),
     ]
     for cloud, message in cases:
         with pytest.raises(ConfigError) as info:
@@ -271,12 +304,71 @@ def test_cloud_bundle_errors_name_the_key_before_any_connection(tmp_path):
         ({"CASSANDRA_PORT": 9042}, "CASSANDRA_PORT", "cannot be set with CASSANDRA_CLOUD"),
         ({"CASSANDRA_SSL": {"ca_file": "x"}}, "CASSANDRA_SSL", "cannot be set with CASSANDRA_CLOUD"),
         ({"CASSANDRA_USERNAME": ..., "CASSANDRA_PASSWORD": ...}, "CASSANDRA_USERNAME", "client id"),
+        (
+            {"CASSANDRA_SETUP_KWARGS": {"contact_points": ["10.0.0.1"], "ssl_options": {}}},
+            "CASSANDRA_SETUP_KWARGS",
+            "['contact_points', 'ssl_options'] cannot be given with CASSANDRA_CLOUD",
+        ),
+        (
+            {"CASSANDRA_SETUP_KWARGS": {"cloud": {"secure_connect_bundle": "/other.zip"}}},
+            "CASSANDRA_SETUP_KWARGS",
+            "cannot be given with CASSANDRA_CLOUD",
+        ),
     ],
 )
-def test_cloud_conflicts_name_the_key(tmp_path, overrides, key, message):
+def test_cloud_conflicts_name_the_key(tmp_path, bundle, overrides, key, message):
     with pytest.raises(ConfigError) as info:
         cloud_settings({"secure_connect_bundle": str(bundle(tmp_path))}, **overrides)
     assert info.value.key == key and message in str(info.value)
+
+
+def test_cloud_credentials_may_come_from_an_auth_provider(tmp_path, bundle):
+    from cassandra.auth import PlainTextAuthProvider
+
+    provider = PlainTextAuthProvider("token", "AstraCS:x")
+    s = cloud_settings(
+        {"secure_connect_bundle": str(bundle(tmp_path))},
+        CASSANDRA_USERNAME=...,
+        CASSANDRA_PASSWORD=...,
+        CASSANDRA_SETUP_KWARGS={"auth_provider": provider},
+    )
+    assert s.cluster_options()["auth_provider"] is provider
+    with pytest.raises(ConfigError, match="CASSANDRA_SETUP_KWARGS: 'cloud' is configured with CASSANDRA_CLOUD"):
+        settings(CASSANDRA_SETUP_KWARGS={"cloud": {"secure_connect_bundle": "/b.zip"}})
+
+
+def test_binds_and_cloud_do_not_share_where_and_who(tmp_path, bundle):
+    from flask_cqlalchemy.config import read_binds
+
+    cloud = {"secure_connect_bundle": str(bundle(tmp_path))}
+    # An Astra app and a plain bind: the token is not the other cluster's password.
+    binds = read_binds(
+        {
+            "CASSANDRA_CLOUD": cloud,
+            **CLOUD_LOGIN,
+            "CASSANDRA_MAX_PER_PAGE": 50,
+            "CASSANDRA_BINDS": {"plain": {"CASSANDRA_HOSTS": ["10.0.0.9"], "CASSANDRA_KEYSPACE": "k"}},
+        }
+    )
+    assert (binds["plain"].cloud, binds["plain"].username, binds["plain"].protocol_version) == (None, None, 5)
+    assert binds["plain"].max_per_page == 50  # the rest is inherited
+    # A plain app with a port and TLS, and an Astra bind.
+    binds = read_binds(
+        {
+            **BASE,
+            "CASSANDRA_PORT": 19042,
+            "CASSANDRA_SSL": ssl.create_default_context(),
+            "CASSANDRA_USERNAME": "app",
+            "CASSANDRA_PASSWORD": "pw",
+            "CASSANDRA_BINDS": {"astra": {"CASSANDRA_CLOUD": cloud, **CLOUD_LOGIN}},
+        }
+    )
+    astra = binds["astra"]
+    assert (astra.port, astra.ssl_context, astra.username, astra.keyspace) == (None, None, "client-id", "astra_ks")
+    # A bind never takes the app's bundle: without hosts of its own it has none.
+    with pytest.raises(ConfigError) as info:
+        read_binds({"CASSANDRA_CLOUD": cloud, **CLOUD_LOGIN, "CASSANDRA_BINDS": {"b": {"CASSANDRA_KEYSPACE": "k"}}})
+    assert info.value.key == "CASSANDRA_BINDS['b'].CASSANDRA_HOSTS"
 
 
 def test_cloud_error_at_init_app_connects_nothing(tmp_path):

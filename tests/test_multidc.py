@@ -27,8 +27,8 @@ import time
 
 import pytest
 from cassandra import ConsistencyLevel, Unavailable
-from cassandra.cluster import NoHostAvailable
-from cassandra.policies import ConstantReconnectionPolicy
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile, NoHostAvailable
+from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from flask import Flask
 
 from flask_cqlalchemy import ConfigError, CQLAlchemy, topology
@@ -144,6 +144,19 @@ def test_create_keyspace_across_two_datacenters(app):
         replicas = db.cluster.metadata.get_replicas(KEYSPACE, b"\x00\x00\x00\x07")
         assert sorted(h.datacenter for h in replicas) == ["dc1", "dc1", "dc2"]
 
+    # More copies than nodes: said, and whether LOCAL_QUORUM can still work.
+    wide = runner.invoke(args=["cql", "create-keyspace", "multidc_wide", "--dc", "dc1=3", "--dc", "dc2=2"])
+    try:
+        assert wide.exit_code == 0, wide.output
+        assert "warning: dc1=3 but dc1 has 2 node(s), so it keeps 2 copies\n" in wide.stderr
+        assert (
+            "warning: dc2=2 but dc2 has 1 node(s), so it keeps 1 copies; "
+            "LOCAL_QUORUM in dc2 needs 2 and fails until it has 2 nodes"
+        ) in wide.stderr
+    finally:
+        with app.app_context():
+            db.drop_keyspace("multidc_wide")
+
 
 def test_a_multi_dc_cluster_without_local_dc_warns_naming_them(dcs, caplog):
     app = make_app(dcs, "multidc_unset")
@@ -169,6 +182,20 @@ def test_a_multi_dc_cluster_without_local_dc_warns_naming_them(dcs, caplog):
     named.shutdown()
     assert "CASSANDRA_LOCAL_DC" not in caplog.text
 
+    # The app's own policy, with its own local_dc: no warning either.
+    caplog.clear()
+    own = CQLAlchemy()
+    policy = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc="dc1"))
+    own_app = make_app(dcs, "multidc_own_policy")
+    own_app.config["CASSANDRA_SETUP_KWARGS"] = {
+        **own_app.config["CASSANDRA_SETUP_KWARGS"],
+        "execution_profiles": {EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=policy)},
+    }
+    with caplog.at_level(logging.WARNING, logger="flask_cqlalchemy"):
+        own.init_app(own_app)
+    own.shutdown()
+    assert "CASSANDRA_LOCAL_DC" not in caplog.text
+
 
 @pytest.mark.parametrize("remote", [0, 1], ids=["local-only", "with-remote-hosts"])
 def test_an_unknown_local_dc_is_a_config_error_naming_the_cluster_dcs(dcs, remote):
@@ -182,6 +209,20 @@ def test_an_unknown_local_dc_is_a_config_error_naming_the_cluster_dcs(dcs, remot
         CQLAlchemy(app)
     assert info.value.key == "CASSANDRA_LOCAL_DC"
     assert "'dc9' is not a datacenter of this cluster; its nodes are in dc1, dc2" in str(info.value)
+
+
+def test_a_binds_unknown_local_dc_names_the_binds_key(dcs):
+    from cassandra.cqlengine import connection as cqlengine_connection
+
+    registered = set(cqlengine_connection._connections)
+    app = make_app(dcs, "multidc_bind", CASSANDRA_LOCAL_DC="dc1")
+    app.config["CASSANDRA_BINDS"] = {
+        "west": {"CASSANDRA_HOSTS": dcs.hosts, "CASSANDRA_KEYSPACE": KEYSPACE, "CASSANDRA_LOCAL_DC": "dc9"}
+    }
+    with pytest.raises(ConfigError) as info:
+        CQLAlchemy(app)
+    assert info.value.key == "CASSANDRA_BINDS['west'].CASSANDRA_LOCAL_DC"
+    assert set(cqlengine_connection._connections) == registered  # the app's own connection is gone too
 
 
 async def write_and_read(sensors: range) -> tuple[int, list[str]]:
@@ -270,6 +311,13 @@ def test_a_dc1_node_down_is_unavailable_then_recovers(app, dcs, record_figure):
     client = app.test_client()
     try:
         with app.app_context():
+            # Once the driver knows node 2 is gone (else a request may go to
+            # it first and fail with a connection error of its own).
+            node2 = next(h for h in db.cluster.metadata.all_hosts() if h.address == "127.0.0.2")
+            deadline = time.monotonic() + 30
+            while node2.is_up and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not node2.is_up
             # The coordinator answers Unavailable; the driver's default retry
             # policy tries the next host once, finds none left in dc1, and
             # raises NoHostAvailable holding each host's Unavailable.

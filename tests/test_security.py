@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -311,7 +312,7 @@ def test_plaintext_client_is_refused_fast(tls):
 class MetadataService:
     """An HTTPS ``/metadata`` endpoint like Astra's, counting its requests."""
 
-    def __init__(self, cert, proxy: str, host_ids: list[str]) -> None:
+    def __init__(self, cert, proxy: str, host_ids: list[str], port: int = 0) -> None:
         import http.server
         import json
         import threading
@@ -343,7 +344,7 @@ class MetadataService:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert.cert), str(cert.key))
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
@@ -375,8 +376,6 @@ DRIVER_CLOUD_SSL = pytest.mark.filterwarnings("ignore:ssl.PROTOCOL_TLS is deprec
 
 @DRIVER_CLOUD_SSL
 def test_cloud_bundle_connects_through_its_metadata_service(tls, tmp_path, record_figure):
-    import uuid
-
     node, ca, _ = tls
     metadata_cert = make_server_cert(tmp_path, "metadata", ca)
     client_cert = make_server_cert(tmp_path, "client", ca)  # presented, not checked: the node asks for none
@@ -417,26 +416,62 @@ def test_cloud_bundle_connects_through_its_metadata_service(tls, tmp_path, recor
 
 
 @DRIVER_CLOUD_SSL
-def test_cloud_metadata_service_down_fails_at_start(tls, tmp_path):
+def test_cloud_metadata_service_down_is_no_host_available(tls, tmp_path):
+    """The metadata service is Astra's "no node answers": NoHostAvailable at
+    start (nothing left registered), and with RETRY_CONNECT a 503 JSON in a
+    view, then a working app once the service is up."""
+    from cassandra.cqlengine import connection as cqlengine_connection
+
     node, ca, _ = tls
     client_cert = make_server_cert(tmp_path, "client", ca)
+    metadata_cert = make_server_cert(tmp_path, "metadata", ca)
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    app = Flask(f"astra_down_{secrets.token_hex(3)}")
-    app.config.update(
-        CASSANDRA_CLOUD={
-            "secure_connect_bundle": secure_connect_bundle(tmp_path, ca, client_cert, port, KEYSPACE),
-            "connect_timeout": 2,
-        },
-        CASSANDRA_USERNAME="client-id",
-        CASSANDRA_PASSWORD="client-secret",
-    )
+
+    def cloud_app(**config: Any) -> Flask:
+        app = Flask(f"astra_down_{secrets.token_hex(3)}")
+        app.config.update(
+            CASSANDRA_CLOUD={
+                "secure_connect_bundle": secure_connect_bundle(tmp_path, ca, client_cert, port, KEYSPACE),
+                "connect_timeout": 2,
+            },
+            CASSANDRA_USERNAME="client-id",
+            CASSANDRA_PASSWORD="client-secret",
+            **config,
+        )
+        return app
+
+    registered = set(cqlengine_connection._connections)
     started = time.monotonic()
-    with pytest.raises(Exception, match=f"metadata service at https://127.0.0.1:{port}/metadata"):
-        CQLAlchemy(app)
+    with pytest.raises(NoHostAvailable, match=f"metadata service at https://127.0.0.1:{port}/metadata"):
+        CQLAlchemy(cloud_app())
     assert time.monotonic() - started < FAIL_FAST
-    assert "cqlalchemy" not in app.extensions
+    assert set(cqlengine_connection._connections) == registered  # nothing left behind
+
+    app = cloud_app(CASSANDRA_RETRY_CONNECT=True)
+    retrying = CQLAlchemy(app)
+    try:
+
+        @app.get("/version")
+        async def version():
+            rows = await retrying.aio.execute("SELECT release_version FROM system.local")
+            return {"version": rows[0]["release_version"]}
+
+        client = app.test_client()
+        response = client.get("/version")
+        assert response.status_code == 503
+        assert response.json == {"error": "database unavailable", "message": "NoHostAvailable"}
+        # The service comes up on that port: the next request connects.
+        service = MetadataService(metadata_cert, f"{node.address()}:{node.port}", [str(uuid.uuid4())], port=port)
+        try:
+            response = client.get("/version")
+            assert response.status_code == 200, response.data
+            assert response.json["version"].startswith("5.")
+        finally:
+            service.close()
+    finally:
+        retrying.shutdown()
 
 
 # -- the launcher's readiness probe against these nodes ----------------------------
