@@ -515,7 +515,7 @@ def test_with_instrumentation_cassandra_each_statement_has_one_span(spans, cassa
     assert theirs.end_time is not None
 
 
-def test_instrumentation_cassandra_alone_ends_its_spans_at_submission(spans, cassandra_instrumented):
+def test_instrumentation_cassandra_alone_has_a_span_per_execute_async_call(spans, cassandra_instrumented):
     """What opentelemetry-instrumentation-cassandra gives by itself (tracing
     off here): a span per ``execute_async`` call, ended when the call
     returns; a sync iteration's later pages have none."""
@@ -601,6 +601,26 @@ def test_a_statement_to_a_paused_node_lasts_until_its_timeout(paused_node_app, e
     )
     assert answered.status.status_code is StatusCode.UNSET
     assert (answered.end_time - answered.start_time) / 1e9 < TIMEOUT
+
+
+def test_instrumentation_cassandra_span_ends_before_the_answer(paused_node_app, exporter, cassandra_instrumented):
+    """Its span ends when execute_async returns: against a paused node it
+    lasts a moment, while the caller waits until the timeout."""
+    faults_app, faults_db, FaultNote, node = paused_node_app
+    with faults_app.app_context():
+        session = faults_db.session
+        exporter.clear()
+        node.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(OperationTimedOut):
+                session.execute_async("SELECT id FROM tracing_faults.fault_note WHERE id = 1").result()
+            waited = time.monotonic() - started
+        finally:
+            node.resume()
+    (theirs,) = exporter.get_finished_spans()
+    assert theirs.name == "Cassandra" and theirs.status.status_code is StatusCode.UNSET
+    assert (theirs.end_time - theirs.start_time) / 1e9 < 0.5 < TIMEOUT <= waited
 
 
 # -- what the tracing relies on in the driver ------------------------------------
