@@ -30,6 +30,7 @@ from cassandra.cluster import _NOT_SET, ResultSet, Session
 from cassandra.cqlengine import connection as cqlengine_connection
 
 from . import recording, schema_watch
+from .config import parse_consistency
 from .prepared import PreparedCache, StalePreparedStatement, depends_on
 
 if TYPE_CHECKING:
@@ -162,6 +163,7 @@ def route_session(session: Session, *, prepare: bool = True, record: bool = Fals
     # The rest of the call (timeout and the driver's other options) is passed
     # on exactly as the caller gave it, positional or by keyword.
     def execute(query: Any, parameters: Any = None, *args: Any, **kwargs: Any) -> Any:
+        _levels_by_name(query)
         statements = _captured.get()
         if statements is not None:
             timeout = kwargs.get("timeout", args[0] if args else _NOT_SET)
@@ -170,6 +172,16 @@ def route_session(session: Session, *, prepare: bool = True, record: bool = Fals
         return _send_blocking(route, query, parameters, *args, **kwargs)
 
     session.execute = execute  # type: ignore[method-assign]
+
+
+def _levels_by_name(query: Any) -> None:
+    """A consistency level given by name (``.consistency("LOCAL_QUORUM")``
+    on a query, a model, an instance or a batch) becomes the driver's
+    number; cqlengine passes whatever it was given on to the statement, and
+    the driver would fail encoding the string."""
+    level = getattr(query, "consistency_level", None)
+    if isinstance(level, str):
+        query.consistency_level = parse_consistency(level, "consistency")
 
 
 def schema_changed() -> None:

@@ -21,6 +21,7 @@ from cassandra.cqlengine import ValidationError
 from cassandra.cqlengine.query import ModelQuerySet, check_applied
 
 from . import execution, sai
+from .config import parse_consistency
 from .errors import InvalidQuery, RowNotFound
 from .pagination import CursorCodec, Page, check_per_page
 from .vector import MAX_TOP_K, SIMILARITY_FUNCTIONS, AnnSelectStatement, Vector, as_float32
@@ -130,6 +131,12 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
     _limit_set = False
     #: The ANN part of an ANN query (:meth:`ann`), None otherwise.
     _ann: _AnnQuery | None = None
+
+    def consistency(self, consistency: Any) -> QuerySet:
+        """cqlengine's, also taking a level's name (``"LOCAL_QUORUM"``).
+
+        Raises :class:`~flask_cqlalchemy.ConfigError` for an unknown name."""
+        return super().consistency(parse_consistency(consistency, "consistency"))  # type: ignore[no-any-return]
 
     def limit(self, v: int | None) -> QuerySet:
         clone = super().limit(v)
@@ -248,7 +255,11 @@ class QuerySet(ModelQuerySet):  # type: ignore[misc]
             raise InvalidQuery(name, "an ANN query cannot also be ordered by another column")
         if statement.distinct_fields or statement.count:
             raise InvalidQuery(name, "an ANN query cannot be counted or DISTINCT")
-        if self._consistency in (ConsistencyLevel.SERIAL, ConsistencyLevel.LOCAL_SERIAL):
+        # By name too: Model.consistency("SERIAL") sets it without the method above.
+        if parse_consistency(self._consistency, "consistency") in (
+            ConsistencyLevel.SERIAL,
+            ConsistencyLevel.LOCAL_SERIAL,
+        ):
             raise InvalidQuery(name, "an ANN query cannot run at a serial consistency level")
         if score_asked and self._values_list:
             raise InvalidQuery(name, "score=... needs model instances, not values_list()")
