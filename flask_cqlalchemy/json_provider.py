@@ -11,9 +11,10 @@ Cassandra's value types wherever they appear (a UUID in a hand-built dict).
 Values in JSON (``mode="json"`` and the provider):
 
 * UUID and TimeUUID: their canonical string.
-* Timestamps (``datetime``): ISO 8601 in UTC with a ``Z``, to the
-  millisecond (Cassandra's precision), to the microsecond when there are
-  any; a naive datetime is taken as UTC, which is how cqlengine reads them.
+* Timestamps (``datetime``): ISO 8601 in UTC with a ``Z``, rounded to the
+  nearest millisecond (Cassandra's precision; the driver reads timestamps
+  far from 1970 with float noise); a naive datetime is taken as UTC, which
+  is how cqlengine reads them.
 * Dates (``datetime.date``, the driver's ``Date``): ``YYYY-MM-DD``; a
   ``Date`` outside years 0-9999 gets a signed, expanded year
   (``+10000-01-01``, ``-0001-12-31``), as ISO 8601 allows.
@@ -21,7 +22,10 @@ Values in JSON (``mode="json"`` and the provider):
   three more digits for each non-zero group of micro- and nanoseconds.
 * Durations (the driver's ``Duration``): ISO 8601, ``P1Y2M3DT4H5M6.5S``,
   ``-P1D`` for a negative one, ``PT0S`` for zero.
-* Decimal: its string (no precision lost to a float). Varint: a number.
+* Decimal: its string, ``str(value)`` (no precision lost to a float; it may
+  be in exponent form, ``"1E+2"``). Varint: a number.
+* Floats: numbers; NaN and infinities, which JSON cannot write, ``null``
+  (in ``mode="json"`` and anywhere the provider writes them).
 * Blobs (``bytes``): standard base64, padded.
 * Inet: the address as a string.
 * Sets (``set``, the driver's ``SortedSet``): lists in ascending order of the
@@ -40,6 +44,7 @@ import decimal
 import functools
 import ipaddress
 import json
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -58,6 +63,8 @@ _NATIVE = (str, int, float, bool, type(None))
 _NANOS_PER_SECOND = 1_000_000_000
 #: What a value the converters do not know becomes: the caller decides.
 _UNKNOWN: Any = object()
+#: How ``json`` refuses a NaN or an infinity when ``allow_nan`` is false.
+_OUT_OF_RANGE = "Out of range float values are not JSON compliant"
 
 
 def columns_dict(
@@ -78,13 +85,19 @@ def columns_dict(
     turns them into the JSON values the app's provider writes (strings,
     numbers; see the module's documentation).
 
+    A model instance built from a row that did not hold every column (a
+    query with ``only()`` or ``defer()``, a polymorphic child read through its
+    base) has only the columns read, and those given a value since: the
+    others hold what cqlengine filled in (a default, None), not the row's.
+
     Raises ``ValueError`` naming a name of ``only`` or ``exclude`` that is
-    not a column, or an unknown ``mode``; ``TypeError`` if ``only`` or
-    ``exclude`` is a string rather than a list of names.
+    not a column, a name of ``only`` that the row's query did not read, or
+    an unknown ``mode``; ``TypeError`` if ``only`` or ``exclude`` is a
+    string rather than a list of names.
     """
     json_mode = _check_mode(mode)
     fields = _fields_of(instance)
-    names = _selected(instance, fields, only, exclude)
+    names = _selected(instance, fields, only, exclude, _unread(instance))
     return {name: _convert(getattr(instance, name), json_mode) for name in names}
 
 
@@ -110,6 +123,22 @@ class CassandraJSONProvider(DefaultJSONProvider):
             return converted
         return super().default(o)
 
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        """``DefaultJSONProvider.dumps``, with NaN and infinities written as
+        ``null`` (``json`` would write ``NaN``, which is not JSON). Data without
+        them is written in one pass; ``allow_nan=...`` given is honoured."""
+        if "allow_nan" in kwargs:
+            return super().dumps(obj, **kwargs)  # type: ignore[no-any-return]
+        try:
+            return super().dumps(obj, allow_nan=False, **kwargs)  # type: ignore[no-any-return]
+        except ValueError as error:
+            if not str(error).startswith(_OUT_OF_RANGE):
+                raise
+        default = kwargs.pop("default", self.default)
+        return super().dumps(  # type: ignore[no-any-return]
+            _finite(obj), default=lambda o: _finite(default(o)), allow_nan=False, **kwargs
+        )
+
 
 class _ConvertingFirst(JSONProvider):
     """For an app provider that is not a ``DefaultJSONProvider`` (another JSON
@@ -130,7 +159,9 @@ def install(app: Any) -> None:
     :class:`CassandraJSONProvider`'s ``default`` in front of its own (which
     still handles every type this module does not); another ``JSONProvider``
     gets its data converted before its ``dumps``. A provider that already is
-    a :class:`CassandraJSONProvider` is left as it is.
+    a :class:`CassandraJSONProvider` keeps its class. A ``default`` function
+    set on the provider instance (``app.json.default = fn``), which would
+    shadow the class's, gets the Cassandra conversions run before it.
 
     Raises :class:`~flask_cqlalchemy.ConfigError` naming
     ``CASSANDRA_JSON_PROVIDER`` if ``app.json`` is not a ``JSONProvider``.
@@ -138,7 +169,7 @@ def install(app: Any) -> None:
     .. versionadded:: 0.1
     """
     provider = app.json
-    if isinstance(provider, (CassandraJSONProvider, _ConvertingFirst)):
+    if isinstance(provider, _ConvertingFirst):
         return
     if not isinstance(provider, JSONProvider):
         raise ConfigError(
@@ -149,7 +180,27 @@ def install(app: Any) -> None:
     # The instance itself changes class rather than being replaced: it keeps
     # what was set on it (app.json.sort_keys = False, ...) and what its own
     # constructor was given.
-    provider.__class__ = _extended(type(provider))
+    if not isinstance(provider, CassandraJSONProvider):
+        provider.__class__ = _extended(type(provider))
+    # A default function set on the instance (app.json.default = fn, public
+    # in Flask) would shadow the class's: it gets ours in front of it.
+    own_default = getattr(provider, "__dict__", {}).get("default")
+    if own_default is not None and not getattr(own_default, "_cqlalchemy_wrapped", False):
+        provider.default = _converting_first(own_default)  # type: ignore[attr-defined]
+
+
+def _converting_first(own_default: Any) -> Any:
+    """``own_default`` with this module's conversions run before it."""
+
+    @functools.wraps(own_default)
+    def default(o: Any) -> Any:
+        converted = _json_default(o)
+        if converted is not _UNKNOWN:
+            return converted
+        return own_default(o)
+
+    default._cqlalchemy_wrapped = True  # type: ignore[attr-defined]
+    return default
 
 
 #: Provider classes extended by install(), by the app's provider class.
@@ -183,17 +234,48 @@ def _fields_of(instance: Any) -> Mapping[str, Any]:
     raise TypeError(f"expected a model or user-defined type instance, not {type(instance).__name__}")
 
 
+def _unread(instance: Any) -> set[str]:
+    """The columns of a model instance that its row did not hold and that
+    were not given a value since (the model's ``_construct_instance``
+    records what it filled in for them)."""
+    filled = getattr(instance, "_cqlalchemy_unread", None) if isinstance(instance, BaseModel) else None
+    if not filled:
+        return set()
+    managers = instance._values
+    # Compared by value: save() and update() validate every column, which
+    # gives a collection a new (equal) object.
+    return {name for name, value in filled.items() if _same(managers[name].value, value) and not managers[name].changed}
+
+
+def _same(value: Any, filled: Any) -> bool:
+    try:
+        return value is filled or bool(value == filled)
+    except Exception:  # noqa: BLE001 - a value that does not compare is not the one filled in
+        return False
+
+
+def _names(argument: str, names: Iterable[str] | None) -> list[str] | None:
+    """``only`` or ``exclude`` as a list (an iterator is read once), refusing a string."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise TypeError(f"to_dict({argument}=...) takes a list of column names, not the string {names!r}")
+    return list(names)
+
+
 def _selected(
-    instance: Any, fields: Mapping[str, Any], only: Iterable[str] | None, exclude: Iterable[str] | None
+    instance: Any,
+    fields: Mapping[str, Any],
+    only: Iterable[str] | None,
+    exclude: Iterable[str] | None,
+    unread: set[str],
 ) -> list[str]:
-    """The names of ``fields`` that ``only`` and ``exclude`` keep."""
+    """The names of ``fields`` that ``only`` and ``exclude`` keep, and that were read."""
     chosen: dict[str, set[str]] = {}
-    for argument, names in (("only", only), ("exclude", exclude)):
+    for argument, given in (("only", only), ("exclude", exclude)):
+        names = _names(argument, given)
         if names is None:
             continue
-        if isinstance(names, str):
-            raise TypeError(f"to_dict({argument}=...) takes a list of column names, not the string {names!r}")
-        names = list(names)
         chosen[argument] = set(names)
         for name in names:
             if name not in fields:
@@ -202,9 +284,15 @@ def _selected(
                     f"{type(instance).__name__} has no {kind} {name!r} (in to_dict's {argument}); "
                     f"its {kind}s are {', '.join(fields)}"
                 )
+            if argument == "only" and name in unread:
+                raise ValueError(
+                    f"{type(instance).__name__}'s column {name!r} was not read by the query this row came from "
+                    "(only(), defer(), or a polymorphic base, which reads its own columns): its value is not "
+                    f"the row's. Its read columns are {', '.join(n for n in fields if n not in unread)}"
+                )
     keep = chosen.get("only")
     leave = chosen.get("exclude", set())
-    return [name for name in fields if (keep is None or name in keep) and name not in leave]
+    return [name for name in fields if (keep is None or name in keep) and name not in leave and name not in unread]
 
 
 def page_dict(
@@ -217,7 +305,9 @@ def page_dict(
     """:meth:`Page.to_dict <flask_cqlalchemy.Page.to_dict>`."""
     json_mode = _check_mode(mode)
     # Only what was given is passed on: a model's own to_dict may have its
-    # own defaults for the others.
+    # own defaults for the others. An iterator of names is read once, for
+    # every item.
+    only, exclude = _names("only", only), _names("exclude", exclude)
     options: dict[str, Any] = {"mode": mode}
     if only is not None:
         options["only"] = only
@@ -250,8 +340,10 @@ def _instance_dict(instance: Any, json_mode: bool) -> dict[str, Any]:
 
 def _convert(value: Any, json_mode: bool) -> Any:
     """A column's value with its structure made of dicts and lists, and, in
-    JSON mode, every value a JSON one."""
+    JSON mode, every value a JSON one (NaN and infinities null)."""
     if isinstance(value, _NATIVE):
+        if json_mode and type(value) is float and not math.isfinite(value):
+            return None
         return value
     if isinstance(value, (BaseModel, BaseUserType)):
         return _instance_dict(value, json_mode)
@@ -291,13 +383,25 @@ def _converted_tree(value: Any) -> Any:
     and lists converted; what this module does not know is left for the app's
     own provider."""
     if isinstance(value, _NATIVE):
-        return value
+        return _finite(value)
     if isinstance(value, dict):
         return {key: _converted_tree(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_converted_tree(item) for item in value]
     converted = _json_default(value)
     return value if converted is _UNKNOWN else converted
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with the NaN and infinite floats in its dicts, lists and
+    tuples made ``None``; anything else as it is."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_scalar(value: Any) -> Any:
@@ -345,10 +449,20 @@ def _sorted(values: Iterable[Any]) -> list[Any]:
 
 
 def _timestamp(moment: datetime.datetime) -> str:
+    """ISO 8601 in UTC, rounded to the nearest millisecond: Cassandra keeps
+    milliseconds, and the driver reads a timestamp far from 1970 through a
+    float (``...59.999`` stored, ``...59.998993`` read)."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    timespec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
-    return moment.isoformat(timespec=timespec) + "Z"
+    millis = (moment.microsecond + 500) // 1000
+    if millis < 1000:
+        moment = moment.replace(microsecond=millis * 1000)
+    else:  # up into the next second (minute, day, year)
+        try:
+            moment = moment.replace(microsecond=0) + datetime.timedelta(seconds=1)
+        except OverflowError:  # datetime.max: its millisecond, as the driver stores it
+            moment = moment.replace(microsecond=999_000)
+    return moment.isoformat(timespec="milliseconds") + "Z"
 
 
 def _time_of_day(nanoseconds: int) -> str:

@@ -158,6 +158,13 @@ class ModelMixin:
                 manager.explicit = False
         self._is_persisted = True
 
+    #: For an instance built from a row that did not hold every column
+    #: (``only()``, ``defer()``, a polymorphic child read through its base):
+    #: each column the row lacked, with the value cqlengine filled in for it
+    #: (a default, None, an empty collection). ``to_dict`` leaves these out
+    #: until the value is replaced or changed. None (the class's): all read.
+    _cqlalchemy_unread: dict[str, Any] | None = None
+
     @classmethod
     def _construct_instance(cls, values: dict[str, Any]) -> Any:
         # cqlengine's, for every row read: Model(**row), then
@@ -165,11 +172,21 @@ class ModelMixin:
         # polymorphic models and models with their own __init__ go
         # cqlengine's way.
         if cls._is_polymorphic or cls.__init__ is not ModelMixin.__init__:  # type: ignore[attr-defined,misc]
-            return super()._construct_instance(values)  # type: ignore[misc]
-        if cls._db_map:  # type: ignore[attr-defined]
-            values = {cls._db_map.get(k, k): v for k, v in values.items()}  # type: ignore[attr-defined]
-        instance = cls.__new__(cls)
-        _fill(instance, values, persisted=True)
+            instance = super()._construct_instance(values)  # type: ignore[misc]
+            db_map = cls._db_map  # type: ignore[attr-defined]
+            read: Any = {db_map.get(k, k) for k in values} if db_map else values.keys()
+        else:
+            if cls._db_map:  # type: ignore[attr-defined]
+                values = {cls._db_map.get(k, k): v for k, v in values.items()}  # type: ignore[attr-defined]
+            instance = cls.__new__(cls)
+            _fill(instance, values, persisted=True)
+            read = values.keys()
+        # A polymorphic base picks the child class: its columns are the ones
+        # that count. Nothing is recorded for a row that holds them all.
+        if not instance._columns.keys() <= read:
+            instance._cqlalchemy_unread = {
+                name: manager.value for name, manager in instance._values.items() if name not in read
+            }
         return instance
 
     # -- sync -------------------------------------------------------------

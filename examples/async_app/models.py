@@ -53,12 +53,15 @@ class Note(Model):
         self,
         *,
         only: Iterable[str] | None = None,
-        exclude: Iterable[str] = (),
+        exclude: Iterable[str] | None = None,
         mode: Literal["python", "json"] = "python",
     ) -> dict[str, Any]:
         # What clients see of a note, in jsonify(note) and in pages of notes:
         # every column but the embedding (256 numbers of no use to them).
-        return super().to_dict(only=only, exclude=[*exclude, "embedding"], mode=mode)
+        # A string is passed on as it is, for to_dict's own TypeError.
+        if not isinstance(exclude, str):
+            exclude = [*(exclude or ()), "embedding"]
+        return super().to_dict(only=only, exclude=exclude, mode=mode)
 
 
 class UserStats(Model):
