@@ -1,6 +1,6 @@
 """Every private name and internal behaviour of cassandra-driver, cqlengine,
-Flask, asgiref and asyncio that flask_cqlalchemy overrides, calls, reads or
-relies on.
+Flask, Quart, asgiref, asyncio, wrapt and opentelemetry-instrumentation-cassandra
+that flask_cqlalchemy overrides, calls, reads or relies on.
 
 This docstring is THE list: one line per internal, grouped by the module it
 lives in, saying what we rely on. ``INTERNALS`` below has one row per line
@@ -8,7 +8,10 @@ here (``test_docstring_lists_every_internal`` keeps the two in step), each
 checked by ``test_internal_still_there``: present, of the kind we use
 (method, classmethod, property, attribute, class), with the parameters we
 pass in the order we pass them. The behaviour tests further down check what
-a shape cannot show. Marked [node]: checked against the test node.
+a shape cannot show. Marked [node]: checked against the test node. Marked
+[tracing]: the behaviour is checked by tests/test_tracing.py
+(test_driver_internals_the_tracing_relies_on and its span tests). "(test_x)"
+names the tests/test_x.py whose tests against real nodes show the behaviour.
 
 Checked with cassandra-driver 3.29.3 and 3.30.1, whose cqlengine packages
 are identical (`make test-drivers`). When an upgrade breaks one of these,
@@ -27,7 +30,7 @@ cassandra.cqlengine.connection
     unregister_connection               drops the DEFAULT_CONNECTION alias (and module cluster/session) of the default
     Connection                          subclassed by extension._Connection
     Connection.__init__                 name, hosts, consistency, lazy_connect, retry_connect, cluster_options
-    Connection.setup                    overridden and called: connects, or returns at once while lazy_connect is set
+    Connection.setup                    overridden: connects (no hosts given 'cloud'), or returns while lazy_connect
     Connection.setup_session            overridden, called: dict_factory on the default profile, rows are dicts [node]
     Connection.handle_lazy_connect      overridden (cqlengine clears the lazy flag before it connects)
     Connection.lazy_connect_lock        an RLock per connection: taken by our handle_lazy_connect, replaced after a fork
@@ -82,6 +85,7 @@ cassandra.cqlengine.query
     AbstractQuerySet._maybe_inject_deferred   wraps the row constructor to add the filter values left out of the select
     AbstractQuerySet._deferred_values   those values (instance attribute), added to rows of compiled reads
     AbstractQuerySet._connection        using(connection=...) of the queryset (instance attribute)
+    AbstractQuerySet._consistency       read (ANN serial check); a level's name is sent on as is (test_consistency)
     AbstractQuerySet.limit              returns the same queryset for an unchanged limit (we clone then)
     AbstractQuerySet.create             model(**kw).batch().ttl().consistency().if_not_exists().timestamp().if_exists()
     ModelQuerySet._get_result_constructor   the row -> instance (or values_list) constructor
@@ -118,7 +122,8 @@ cassandra.cqlengine.columns
     Column._val_is_null                 whether a value counts as null (None, empty collection)
     resolve_udts                        collects the UDT classes of a column (cli)
 cassandra.cqlengine.usertype
-    UserType._fields                    the fields of a user type (cli)
+    BaseUserType                        the base of UserType: json_provider tells user type values by it
+    UserType._fields                    the fields of a user type, in order (cli, json_provider)
     UserType.type_name                  the type's CQL name
 cassandra.cqlengine.management
     CQLENG_ALLOW_SCHEMA_MANAGEMENT      the environment variable that silences the schema management warning
@@ -133,14 +138,19 @@ cassandra.cluster
     _NOT_SET                            the "no timeout given" default of Session.execute, passed on as is
     _watch_callback                     the control connection's relay: looks the handler up by name at each event
     Session                             instances take an instance attribute "execute" (our route)
-    Session.execute                     query, parameters, timeout in this order (our replacement takes the same)
-    Session.execute_async               query, parameters and the keywords timeout, paging_state
+    Session.execute                     its arguments in order, ours takes the same; execute_async().result() [tracing]
+    Session.execute_async               query, parameters and as keywords Session.execute's other arguments [tracing]
     Session.submit                      runs fn(*args) on the driver's executor (background prepares)
     ResponseFuture._reprepare           patched: called as self._reprepare(prepare_message, host, connection, pool)
     ResponseFuture._set_final_exception   fails the request, calling its errbacks
     ResponseFuture.query                instance attribute: the statement sent (ours: a CqlengineBound)
-    ResponseFuture.add_callbacks        callback/errback; called at once when the answer is already in
+    ResponseFuture.add_callbacks        callback/errback(_args), at once if answered; kept across pages [tracing]
+    ResponseFuture.start_fetching_next_page   shadowed per future by an instance attribute that calls it [tracing]
+    ResponseFuture.coordinator_host     the host that answered, None until then [tracing]
+    ResponseFuture._current_host        the host asked, read when no answer came (a timeout) [tracing]
+    ResponseFuture.message              the request sent: its consistency_level and fetch_size [tracing]
     ResultSet.__init__                  built by us from a future and its first page of rows
+    ResultSet.fetch_next_page           calls response_future.start_fetching_next_page(), an instance lookup [tracing]
     ControlConnection._handle_schema_change   wrapped per instance: each SCHEMA_CHANGE event (a dict) passes [node]
     ControlConnection.wait_for_schema_agreement   asked via the node that ran a DDL statement (migrations)
     ResponseFuture._connection          the connection the answer came on: the node that ran it (migrations)
@@ -148,9 +158,18 @@ cassandra.cluster
     Cluster.scheduler                   the cluster's task scheduler, stopped as the interpreter begins to exit
     _Scheduler.shutdown                 stops the scheduler's thread; Cluster.shutdown calls it again, harmlessly
     _Scheduler.is_shutdown              whether the scheduler was stopped
+    Cluster.profile_manager             the cluster's execution profiles (topology)
+    ProfileManager.default              a property: the default profile, with our load_balancing_policy (topology)
+    NoHostAvailable.__init__            message, errors: args[1] is host -> error (each Unavailable: test_multidc)
 cassandra.query
+    BatchStatement.__len__              the number of statements added (the span's batch size) [tracing]
     BoundStatement.prepared_statement   instance attribute: the prepared statement of a bound one
     PreparedStatement.column_metadata   instance attribute: the bind markers' columns (name, type)
+cassandra.policies
+    TokenAwarePolicy._child_policy      the policy it wraps: our DCAwareRoundRobinPolicy (topology)
+    DCAwareRoundRobinPolicy.local_dc    given "": set at connect to the first contact point's DC (test_multidc)
+cassandra.datastax.cloud
+    read_metadata_info                  a plain DriverException when the metadata service is down (test_security)
 cassandra.protocol
     ColumnMetadata                      each bind marker's column: .type, .keyspace_name, .table_name (staleness)
 cassandra.cqltypes
@@ -176,6 +195,13 @@ cassandra.metadata
 flask.globals
     _cv_app                             the app context variable: .get(None) is the AppContext, with .app, .g
     _cv_request                         the request context variable: None outside a request (runner, frameworks)
+flask.json.provider
+    DefaultJSONProvider                 app.json's class (Quart's too): install swaps an instance's __class__ in place
+    DefaultJSONProvider.default         Flask's fallback, called by super().default(o); app.json.default = fn hides it
+    DefaultJSONProvider.dumps           json.dumps(obj, **kwargs), default=self.default unless given (test_json)
+    DefaultJSONProvider.response        jsonify's: writes with self.dumps, our override (NaN written null)
+quart.json.provider
+    DefaultJSONProvider                 Quart's app.json class: Flask's DefaultJSONProvider, which install extends
 quart.globals
     _cv_app                             Quart's app context variable: .get(None) is its AppContext, with .app, .g
     _cv_request                         Quart's request context variable: None outside a request (frameworks)
@@ -187,6 +213,10 @@ asyncio
 asgiref.sync
     SyncToAsync.threadlocal             main_event_loop(_pid): set in threads serving an outer loop (runner)
     AsyncToSync.loop_thread_executors   loop -> executor for thread-sensitive sync_to_async on that loop (runner)
+wrapt
+    FunctionWrapper._self_wrapper       the wrapper function of a wrapt-wrapped method [tracing]
+opentelemetry.instrumentation.cassandra
+    _instrument                         wraps Session.execute_async (class dict) in a function of this module [tracing]
 """
 
 from __future__ import annotations
@@ -214,9 +244,11 @@ from cassandra.cqlengine import connection as cqlengine_connection
 from cassandra.cqlengine import query as cqlengine_query
 from cassandra.cqlengine.query import BatchQuery, LWTException, ModelQuerySet, check_applied
 from cassandra.metadata import TableMetadata
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import SimpleStatement, dict_factory
 from flask import Flask
 from flask.globals import _cv_app
+from flask.json.provider import DefaultJSONProvider, JSONProvider
 
 import flask_cqlalchemy.query as our_query
 from flask_cqlalchemy import CQLAlchemy
@@ -328,6 +360,9 @@ COLUMN = f"{COL}:Column"
 SESSION = f"{CL}:Session"
 FUTURE = f"{CL}:ResponseFuture"
 
+#: ``Session.execute``'s arguments after the parameters, in order: tracing maps them by name.
+EXECUTE_ARGUMENTS = ("timeout", "trace", "custom_payload", "execution_profile", "paging_state", "host", "execute_as")
+
 # One row per line of the module docstring, in its order.
 INTERNALS = [
     Internal(C, "_connections", attr(dict), "extension, execution, compiled, cqlengine_defaults"),
@@ -361,7 +396,7 @@ INTERNALS = [
     Internal(M, "hybrid_classmethod", klass(), "model"),
     Internal(M, "_clone_model_class", method("model", "attrs"), "model, extension"),
     Internal(BM, "__init__", method(), "model"),
-    Internal(BM, "_values", inst(dict), "model, compiled"),
+    Internal(BM, "_values", inst(dict), "model, compiled, json_provider"),
     Internal(BM, "_is_persisted", inst(bool), "model"),
     Internal(BM, "_timestamp", inst(), "model, compiled"),
     Internal(BM, "_ttl", inst(), "model"),
@@ -386,7 +421,7 @@ INTERNALS = [
     Internal(BM, "_inst_get_connection", method(), "model"),
     Internal(BM, "_get_connection", attr(models.hybrid_classmethod), "model, query, extension, cli"),
     Internal(BM, "_discover_polymorphic_submodels", classmeth(), "model"),
-    Internal(MODEL, "_columns", attr(dict), "model, compiled, cli"),
+    Internal(MODEL, "_columns", attr(dict), "model, compiled, cli, json_provider"),
     Internal(MODEL, "_clustering_keys", attr(dict), "compiled"),
     Internal(MODEL, "_db_map", attr(dict), "model"),
     Internal(MODEL, "_is_polymorphic", attr(bool), "model, compiled"),
@@ -400,6 +435,7 @@ INTERNALS = [
     Internal(AQS, "_maybe_inject_deferred", method("constructor"), "query"),
     Internal(AQS, "_deferred_values", inst(dict), "model"),
     Internal(AQS, "_connection", inst(), "query"),
+    Internal(AQS, "_consistency", inst(), "query, execution"),
     Internal(AQS, "limit", method("v"), "query"),
     Internal(AQS, "create", method(), "model"),
     Internal(f"{Q}:ModelQuerySet", "_get_result_constructor", method(), "query"),
@@ -418,10 +454,10 @@ INTERNALS = [
     Internal(COL, "BaseValueManager", klass(), "model"),
     Internal(VM, "__init__", method("instance", "column", "value"), "model"),
     Internal(VM, "instance", inst(), "model"),
-    Internal(VM, "value", inst(), "model"),
+    Internal(VM, "value", inst(), "model, json_provider"),
     Internal(VM, "previous_value", inst(), "model"),
     Internal(VM, "explicit", inst(bool), "model, compiled"),
-    Internal(VM, "changed", prop(), "model, compiled"),
+    Internal(VM, "changed", prop(), "model, compiled, json_provider"),
     Internal(VM, "deleted", prop(), "compiled"),
     Internal(VM, "getval", method(), "compiled"),
     Internal(VM, "reset_previous_value", method(), "model"),
@@ -433,7 +469,8 @@ INTERNALS = [
     Internal(COLUMN, "to_database", method("value"), "compiled"),
     Internal(COLUMN, "_val_is_null", method("val"), "compiled"),
     Internal(COL, "resolve_udts", method("col_def", "out_list"), "schema_plan"),
-    Internal("cassandra.cqlengine.usertype:UserType", "_fields", attr(dict), "schema_plan, cli"),
+    Internal("cassandra.cqlengine.usertype", "BaseUserType", klass(), "json_provider"),
+    Internal("cassandra.cqlengine.usertype:UserType", "_fields", attr(dict), "schema_plan, cli, json_provider"),
     Internal("cassandra.cqlengine.usertype:UserType", "type_name", classmeth(), "extension, cli"),
     Internal(MGMT, "CQLENG_ALLOW_SCHEMA_MANAGEMENT", attr(str), "extension"),
     Internal(MGMT, "_validate_pk", method("model", "table_meta"), "schema_plan"),
@@ -445,14 +482,24 @@ INTERNALS = [
     Internal(CL, "_NOT_SET", attr(), "execution, extension, aio"),
     Internal(CL, "_watch_callback", method("obj_weakref", "method_name"), "schema_watch"),
     Internal(CL, "Session", klass(), "execution"),
-    Internal(SESSION, "execute", method("query", "parameters", "timeout"), "execution"),
-    Internal(SESSION, "execute_async", method("query", "parameters", kw=("timeout", "paging_state")), "execution"),
+    Internal(SESSION, "execute", method("query", "parameters", *EXECUTE_ARGUMENTS), "execution, tracing"),
+    Internal(SESSION, "execute_async", method("query", "parameters", kw=EXECUTE_ARGUMENTS), "execution, tracing"),
     Internal(SESSION, "submit", method("fn"), "prepared"),
     Internal(FUTURE, "_reprepare", method("prepare_message", "host", "connection", "pool"), "schema_watch"),
     Internal(FUTURE, "_set_final_exception", method("response"), "schema_watch"),
     Internal(FUTURE, "query", inst(), "schema_watch"),
-    Internal(FUTURE, "add_callbacks", method("callback", "errback"), "execution"),
+    Internal(
+        FUTURE,
+        "add_callbacks",
+        method("callback", "errback", kw=("callback_args", "errback_args")),
+        "execution, tracing",
+    ),
+    Internal(FUTURE, "start_fetching_next_page", method(), "tracing"),
+    Internal(FUTURE, "coordinator_host", attr(), "tracing"),
+    Internal(FUTURE, "_current_host", attr(), "tracing"),
+    Internal(FUTURE, "message", inst(), "tracing"),
     Internal(f"{CL}:ResultSet", "__init__", method("response_future", "initial_response"), "execution"),
+    Internal(f"{CL}:ResultSet", "fetch_next_page", method(), "tracing"),
     Internal(f"{CL}:ControlConnection", "_handle_schema_change", method("event"), "schema_watch"),
     Internal(
         f"{CL}:ControlConnection",
@@ -465,8 +512,15 @@ INTERNALS = [
     Internal(f"{CL}:Cluster", "scheduler", attr(), "extension"),
     Internal(f"{CL}:_Scheduler", "shutdown", method(), "extension"),
     Internal(f"{CL}:_Scheduler", "is_shutdown", attr(bool), "extension"),
+    Internal(f"{CL}:Cluster", "profile_manager", attr(), "topology"),
+    Internal(f"{CL}:ProfileManager", "default", prop(), "topology"),
+    Internal(f"{CL}:NoHostAvailable", "__init__", method("message", "errors"), "extension"),
+    Internal("cassandra.query:BatchStatement", "__len__", method(), "tracing"),
     Internal("cassandra.query:BoundStatement", "prepared_statement", inst(), "schema_watch"),
     Internal("cassandra.query:PreparedStatement", "column_metadata", inst(list), "prepared"),
+    Internal("cassandra.policies:TokenAwarePolicy", "_child_policy", inst(), "topology"),
+    Internal("cassandra.policies:DCAwareRoundRobinPolicy", "local_dc", inst(str), "topology"),
+    Internal("cassandra.datastax.cloud", "read_metadata_info", method("config", "cloud_config"), "extension"),
     Internal("cassandra.protocol", "ColumnMetadata", klass(tuple), "prepared"),
     Internal(f"{CT}:_CassandraType", "subtypes", attr(tuple), "prepared"),
     Internal(f"{CT}:UserType", "fieldnames", inst(tuple), "prepared"),
@@ -486,6 +540,11 @@ INTERNALS = [
     Internal("cassandra.metadata:TableMetadataV3", "_make_option_strings", classmeth("options_map"), "schema_plan"),
     Internal("cassandra.metadata:TableMetadata", "options", inst(dict), "schema_plan"),
     Internal("flask.globals", "_cv_app", attr(contextvars.ContextVar), "frameworks"),
+    Internal("flask.json.provider", "DefaultJSONProvider", klass(JSONProvider), "json_provider"),
+    Internal("flask.json.provider:DefaultJSONProvider", "default", attr(), "json_provider"),
+    Internal("flask.json.provider:DefaultJSONProvider", "dumps", method("obj"), "json_provider"),
+    Internal("flask.json.provider:DefaultJSONProvider", "response", method(), "json_provider"),
+    Internal("quart.json.provider", "DefaultJSONProvider", klass(DefaultJSONProvider), "json_provider"),
     Internal("quart.globals", "_cv_app", attr(contextvars.ContextVar), "frameworks"),
     Internal("quart.globals", "_cv_request", attr(contextvars.ContextVar), "frameworks"),
     Internal("quart.globals", "_cv_websocket", attr(contextvars.ContextVar), "frameworks"),
@@ -494,6 +553,8 @@ INTERNALS = [
     Internal("asyncio", "_get_running_loop", method(), "runner"),
     Internal("asgiref.sync:SyncToAsync", "threadlocal", attr(threading.local), "runner"),
     Internal("asgiref.sync:AsyncToSync", "loop_thread_executors", attr(dict), "runner"),
+    Internal("wrapt:FunctionWrapper", "_self_wrapper", attr(), "tracing"),
+    Internal("opentelemetry.instrumentation.cassandra", "_instrument", method("tracer_provider"), "tracing"),
 ]
 
 #: Functions flask_cqlalchemy replaces on a driver class: where it keeps the driver's own.
@@ -577,6 +638,8 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "cassandra.query:PreparedStatement": _prepared,
     f"{CT}:UserType": _udt_type,  # a UDT type class: fieldnames is set on each
     "cassandra.metadata:TableMetadata": lambda: TableMetadata("ks", "t"),
+    "cassandra.policies:TokenAwarePolicy": lambda: TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+    "cassandra.policies:DCAwareRoundRobinPolicy": lambda: DCAwareRoundRobinPolicy(local_dc=""),
 }
 
 
@@ -604,7 +667,7 @@ def _docstring_entries() -> dict[str, str]:
     entries: dict[str, str] = {}
     module = None
     for line in (__doc__ or "").splitlines():
-        if re.fullmatch(r"(cassandra|flask|quart|threading|asyncio|asgiref)[\w.]*", line):
+        if re.fullmatch(r"(cassandra|flask|quart|threading|asyncio|asgiref|wrapt|opentelemetry)[\w.]*", line):
             module = line
         elif module and line.startswith("    ") and line.strip():
             name, _, why = line.strip().partition(" ")
