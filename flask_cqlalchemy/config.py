@@ -220,6 +220,15 @@ def _ssl_context(value: Any, key: str) -> ssl.SSLContext | None:
     return context
 
 
+def _missing(module: str) -> bool:
+    """Whether ``module`` cannot be imported (a parent namespace package,
+    such as ``opentelemetry`` from opentelemetry-proto alone, is not enough)."""
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:
+        return True
+
+
 def _cloud(value: Any, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """``CASSANDRA_CLOUD``: checked here, before any connection, so that a
     wrong bundle is a ``ConfigError`` naming the key rather than a driver
@@ -435,7 +444,7 @@ def read_settings(config: Mapping[str, Any], prefix: str = "CASSANDRA_") -> Sett
         config.get(name("SCHEMA_AGREEMENT_WAIT"), DEFAULT_SCHEMA_AGREEMENT_WAIT), name("SCHEMA_AGREEMENT_WAIT"), 1, 3600
     )
 
-    if flags["TRACING"] and importlib.util.find_spec("opentelemetry") is None:
+    if flags["TRACING"] and _missing("opentelemetry.trace"):
         raise ConfigError(
             name("TRACING"), "needs the OpenTelemetry API: pip install 'flask-cqlalchemy[otel]' (opentelemetry-api)"
         )

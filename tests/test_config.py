@@ -386,3 +386,20 @@ def test_tracing_and_json_provider_flags():
     for key in ("CASSANDRA_TRACING", "CASSANDRA_JSON_PROVIDER"):
         with pytest.raises(ConfigError, match=key):
             settings(**{key: "yes"})
+
+
+def test_tracing_without_the_opentelemetry_api_names_the_key_and_the_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_otel_api(name, *args):
+        if name.startswith("opentelemetry.trace"):
+            return None  # as with opentelemetry-proto installed alone: the namespace, no API
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_otel_api)
+    with pytest.raises(ConfigError) as info:
+        settings(CASSANDRA_TRACING=True)
+    assert info.value.key == "CASSANDRA_TRACING" and "flask-cqlalchemy[otel]" in str(info.value)
+    assert settings(CASSANDRA_TRACING=False).tracing is False  # off needs nothing
