@@ -5,9 +5,10 @@ cluster becomes one CLIENT span of the global tracer provider: each
 statement, each page of a paged read (a page is a request of its own), each
 batch and each DDL statement. The span starts when the request is sent, in
 the context current there (so it nests under the Flask or Quart request
-span), and ends in the driver's callback when the answer, an error or the
-client-side timeout arrives: its duration is the round trip, and what the
-caller waited for.
+span), and ends when the answer, an error or the client-side timeout
+arrives: in the driver's callback, or in a blocking caller's ``result()``
+if that resumes first. Its duration is the round trip, what the caller
+waited for; a call returns with its spans ended.
 
 Off (the default), the seam checks ``Route.trace`` once per statement and
 this module is not even imported.
@@ -15,12 +16,14 @@ this module is not even imported.
 The span carries the database semantic conventions: ``db.system.name``,
 ``db.namespace`` (the keyspace), ``db.operation.name``, ``db.collection.name``
 and ``db.query.summary`` when the text names one table, ``db.query.text``
-(the statement's text, never its bound values), the coordinator that
-answered (``server.address``/``server.port``, ``network.peer.*``,
+(the statement's text, its literals replaced by ``?``: never a value),
+``db.operation.batch.size``, the coordinator that answered
+(``server.address``/``server.port``, ``network.peer.*``,
 ``cassandra.coordinator.dc``/``.id``), ``cassandra.consistency.level``,
-and for reads ``cassandra.page.size`` and ``cassandra.page.number`` (1, 2...
-within one call). A failure is recorded on the span (exception event,
-``error.type``, status ERROR).
+and for reads ``cassandra.page.size`` and ``flask_cqlalchemy.page.number``
+(1, 2... within one call). A failure is recorded on the span (status ERROR,
+``error.type``, ``db.response.status_code``, an exception event), without
+the error's message, which may quote a value.
 
 opentelemetry-instrumentation-cassandra wraps ``Session.execute_async`` with
 a span that ends when the request is *submitted*. For the statements traced
@@ -32,13 +35,14 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import weakref
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from cassandra import ConsistencyLevel
+from cassandra import AlreadyExists, ConsistencyLevel
 from cassandra.cluster import ResponseFuture, Session
+from cassandra.protocol import AlreadyExistsException, ErrorMessage
 from cassandra.query import BatchStatement, BoundStatement
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -50,6 +54,10 @@ _EXECUTE_ARGUMENTS = ("timeout", "trace", "custom_payload", "execution_profile",
 _INSTRUMENTATION_CASSANDRA = "opentelemetry.instrumentation.cassandra"
 #: The event of a statement the node no longer knew prepared, sent again unprepared.
 RESENT_UNPREPARED = "cassandra.prepared_statement.resent_unprepared"
+#: The number of a read's request within one call (1, 2...): this
+#: extension's own attribute, outside the ``cassandra.*`` namespace the
+#: semantic conventions own.
+PAGE_NUMBER = "flask_cqlalchemy.page.number"
 
 
 def _version() -> str:
@@ -67,6 +75,7 @@ def execute(
 ) -> Any:
     """The traced twin of the seam's blocking send: ``Session.execute``'s
     ``execute_async(...).result()``, with the span watching the request.
+    Its span has ended when it returns or raises.
 
     Raises what ``Session.execute`` raises. A prepared statement the node
     no longer knows is sent again unprepared under the same span.
@@ -81,17 +90,63 @@ def execute(
         return statement_trace.resend(query, params, options).result()
 
 
+class _Request:
+    """One request to the node: its span, ended once (by the driver's
+    callback or by the caller's ``result()``, whichever comes first)."""
+
+    __slots__ = ("span", "ended", "lock")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.ended = False
+        # Held while ending: the one that comes second returns only once
+        # the span has ended.
+        self.lock = threading.Lock()
+
+
+class _Watched:
+    """The requests made with one driver future, in the order sent: the
+    first, then each page a ``ResultSet`` fetched with it."""
+
+    __slots__ = ("ref", "requests", "answers", "resendable")
+
+    def __init__(self, future: ResponseFuture, request: _Request, resendable: bool) -> None:
+        # Weakly: the future holds its callbacks (and keeps them across
+        # pages); a strong reference back would make every traced request
+        # a reference cycle.
+        self.ref = weakref.ref(future)
+        self.requests = [request]
+        #: How many answers (results or errors) its callbacks have seen.
+        self.answers = 0
+        #: Whether a StalePreparedStatement answer to its first request is
+        #: followed by :meth:`StatementTrace.resend` (the seam always does).
+        self.resendable = resendable
+
+    def answered(self) -> _Request | None:
+        """The request an answer the callbacks see is for: the driver calls
+        a future's callbacks once per request, in order."""
+        index, self.answers = self.answers, self.answers + 1
+        return self.requests[index] if index < len(self.requests) else None
+
+    def resent(self, request: _Request, error: BaseException) -> bool:
+        """Whether ``error``, the answer to ``request``, is followed by a
+        resend under the same span (so it does not end it)."""
+        return self.resendable and request is self.requests[0] and isinstance(error, StalePreparedStatement)
+
+
 class StatementTrace:
     """The spans of one statement: one per request it makes.
 
     Its first request is sent by :meth:`send`; later pages fetched through
     the driver's ``ResultSet`` (cqlengine's sync iteration) each start a span
-    when ``start_fetching_next_page`` is called. The driver keeps a future's
-    callbacks across its pages and calls them in order, one answer at a
-    time, so each callback ends the oldest span still open.
+    when ``start_fetching_next_page`` is called. A span ends in the driver's
+    callback, or in ``result()`` if the caller gets there first (the driver
+    wakes ``result()`` before it runs the callbacks): a blocking call
+    returns with its spans ended, an awaited one gets its answer through a
+    callback registered after the span's.
     """
 
-    __slots__ = ("_session", "_shape", "_namespace", "_page", "_open", "_resendable")
+    __slots__ = ("_session", "_shape", "_namespace", "_page", "_first")
 
     def __init__(self, session: Session, query: Any, page: int = 1) -> None:
         self._session = session
@@ -99,94 +154,138 @@ class StatementTrace:
         keyspace = self._shape.keyspace or getattr(query, "keyspace", None) or session.keyspace
         self._namespace: str | None = keyspace
         self._page = page
-        self._open: deque[Span] = deque()
-        #: Whether a StalePreparedStatement answer will be followed by :meth:`resend`.
-        self._resendable = True
-        self._start()
+        self._first = self._start()
 
     def send(self, query: Any, params: Any, options: dict[str, Any]) -> ResponseFuture:
         """``execute_async`` the request, its span watching the answer."""
-        try:
-            future = _execute_async(self._session)(query, params, **options)
-        except BaseException as exc:
-            self._end(None, exc)
-            raise
-        self._watch(future)
-        return future
+        return self._send(query, params, options, resendable=True)
 
     def resend(self, query: Any, params: Any, options: dict[str, Any]) -> ResponseFuture:
         """:meth:`send` of cqlengine's own statement, unprepared, after the
         node answered that it no longer knows the prepared one: the same
         span, with an event."""
-        self._resendable = False
-        if self._open:
-            self._open[0].add_event(RESENT_UNPREPARED)
-        return self.send(query, params, options)
+        self._first.span.add_event(RESENT_UNPREPARED)
+        return self._send(query, params, options, resendable=False)
 
-    def _start(self) -> None:
+    def _send(self, query: Any, params: Any, options: dict[str, Any], resendable: bool) -> ResponseFuture:
+        try:
+            future = _execute_async(self._session)(query, params, **options)
+        except BaseException as exc:
+            self._end(self._first, None, exc)
+            raise
+        watched = _Watched(future, self._first, resendable)
+        future.add_callbacks(self._answered, self._failed, callback_args=(watched,), errback_args=(watched,))
+        # Instance attributes: ResultSet.fetch_next_page calls both, the
+        # blocking send calls result().
+        future.start_fetching_next_page = functools.partial(self._next_page, watched)  # type: ignore[method-assign]
+        future.result = functools.partial(self._result, watched)  # type: ignore[method-assign]
+        return future
+
+    def _start(self) -> _Request:
         shape = self._shape
         attributes = dict(shape.attributes)
         if self._namespace:
             attributes["db.namespace"] = self._namespace
         if shape.reads:
-            attributes["cassandra.page.number"] = self._page
+            attributes[PAGE_NUMBER] = self._page
         name = shape.name or (f"{shape.operation} {self._namespace}" if self._namespace else shape.operation)
-        self._open.append(_tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes))
+        return _Request(_tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes))
 
-    def _watch(self, future: ResponseFuture) -> None:
-        # Weakly: the future holds these callbacks (and keeps them across
-        # pages); a strong reference back would make every traced request
-        # a reference cycle.
-        ref = weakref.ref(future)
-        future.add_callbacks(self._answered, self._failed, callback_args=(ref,), errback_args=(ref,))
-        # An instance attribute, seen by ResultSet.fetch_next_page only.
-        future.start_fetching_next_page = functools.partial(self._next_page, ref)  # type: ignore[method-assign]
-
-    def _next_page(self, ref: weakref.ref[ResponseFuture]) -> None:
-        future = ref()
+    def _next_page(self, watched: _Watched) -> None:
+        future = watched.ref()
         if future is None:  # pragma: no cover - this is an attribute of that future
             return
         if not future.has_more_pages:
             ResponseFuture.start_fetching_next_page(future)  # raises QueryExhausted
             return
-        self._resendable = False  # the seam sends a page of a ResultSet only once
         self._page += 1
-        self._start()
+        request = self._start()
+        watched.requests.append(request)
         try:
             ResponseFuture.start_fetching_next_page(future)
         except BaseException as exc:
-            self._end(future, exc)
+            self._end(request, future, exc)
             raise
+
+    def _result(self, watched: _Watched) -> Any:
+        """``ResponseFuture.result()``, ending the span of the request it
+        waited for (the latest one) if the callback has not yet."""
+        future = watched.ref()
+        request = watched.requests[-1]
+        try:
+            result = ResponseFuture.result(future)
+        except BaseException as exc:
+            if not watched.resent(request, exc):
+                self._end(request, future, exc)
+            raise
+        self._end(request, future, None)
+        return result
 
     # The driver calls these on its I/O thread (or at once, in the sending
     # thread) and ignores what they raise; nothing here may raise.
 
-    def _answered(self, rows: Any, ref: weakref.ref[ResponseFuture]) -> None:
+    def _answered(self, rows: Any, watched: _Watched) -> None:
         try:
-            self._end(ref(), None)
+            request = watched.answered()
+            if request is not None:
+                self._end(request, watched.ref(), None)
         except Exception:  # pragma: no cover - a broken span processor
             pass
 
-    def _failed(self, error: BaseException, ref: weakref.ref[ResponseFuture]) -> None:
-        if self._resendable and isinstance(error, StalePreparedStatement):
-            return  # the seam sends it again unprepared: see resend()
+    def _failed(self, error: BaseException, watched: _Watched) -> None:
         try:
-            self._end(ref(), error)
+            request = watched.answered()
+            if request is not None and not watched.resent(request, error):
+                self._end(request, watched.ref(), error)
         except Exception:  # pragma: no cover - a broken span processor
             pass
 
-    def _end(self, future: ResponseFuture | None, error: BaseException | None) -> None:
-        try:
-            span = self._open.popleft()
-        except IndexError:
-            return
-        if future is not None and span.is_recording():
-            span.set_attributes(_answer_attributes(future, self._shape.reads))
-        if error is not None:
-            span.record_exception(error)
-            span.set_attribute("error.type", _error_type(error))
-            span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
-        span.end()
+    def _end(self, request: _Request, future: ResponseFuture | None, error: BaseException | None) -> None:
+        """End ``request``'s span, once; the coordinator and consistency are
+        read off ``future`` now, while it still holds this request's answer."""
+        with request.lock:
+            if request.ended:
+                return
+            request.ended = True
+            span = request.span
+            if future is not None and span.is_recording():
+                span.set_attributes(_answer_attributes(future, self._shape.reads))
+            if error is not None:
+                _record_failure(span, error)
+            span.end()
+
+
+def _record_failure(span: Span, error: BaseException) -> None:
+    """Status ERROR, ``error.type``, the protocol error code and an
+    ``exception`` event, none of them with the error's message: the node
+    quotes the values it refused (``Invalid STRING constant (hunter2)``),
+    and ``record_exception`` would copy that message and a traceback
+    ending in it."""
+    kind = _error_type(error)
+    code = _status_code(error)
+    span.add_event("exception", {"exception.type": kind})
+    span.set_attribute("error.type", kind)
+    description = type(error).__name__
+    if code is not None:
+        span.set_attribute("db.response.status_code", str(code))
+        description += f" (error code {code:#06x})"
+    span.set_status(Status(StatusCode.ERROR, description))
+
+
+#: How the driver words a node's error (``ErrorMessage.summary_msg``), which
+#: its exceptions (InvalidRequest, Unavailable, ReadTimeout...) carry.
+_SERVER_ERROR = re.compile(r"Error from server: code=([0-9a-fA-F]{4})\b")
+
+
+def _status_code(error: BaseException) -> int | None:
+    """The Cassandra protocol error code of a node's error, else None."""
+    if isinstance(error, ErrorMessage):  # raised as the driver received it
+        return int(error.code)
+    if isinstance(error, AlreadyExists):
+        return int(AlreadyExistsException.error_code)
+    first = error.args[0] if error.args else None
+    found = _SERVER_ERROR.match(first) if isinstance(first, str) else None
+    return int(found[1], 16) if found is not None else None
 
 
 def _execute_async(session: Session) -> Any:
@@ -197,7 +296,8 @@ def _execute_async(session: Session) -> Any:
             found = klass.__dict__.get("execute_async")
             if found is not None:
                 wrapper = getattr(found, "_self_wrapper", None)
-                if getattr(wrapper, "__module__", None) == _INSTRUMENTATION_CASSANDRA:
+                module = getattr(wrapper, "__module__", None) or ""
+                if module.startswith(_INSTRUMENTATION_CASSANDRA):
                     return functools.partial(found.__wrapped__, session)
                 break
     return session.execute_async
@@ -255,11 +355,38 @@ def shape_of(query: Any) -> Shape:
     """The :class:`Shape` of a statement as the seam receives it: a text, a
     ``SimpleStatement``, a ``BoundStatement`` or a ``BatchStatement``."""
     if isinstance(query, BatchStatement):
-        size = len(query)
-        return Shape(None, "BATCH", None, False, (*_SYSTEM, ("db.operation.batch.size", size)))
+        return _shape_of_batch(query)
     if isinstance(query, BoundStatement):
         return _shape_of_text(query.prepared_statement.query_string)
     return _shape_of_text(getattr(query, "query_string", None) or str(query))
+
+
+def _shape_of_batch(batch: BatchStatement) -> Shape:
+    """A ``BatchStatement`` sent as it is: the :class:`Shape` of its one
+    statement (a batch of one is that operation), or ``BATCH [operation]``
+    with the size, the texts when known (a prepared statement's text is not
+    in the batch) and the table when it is the same for all."""
+    entries = batch._statements_and_parameters  # (is prepared, text or query id, values)
+    shapes = [_shape_of_text(statement) for prepared, statement, _ in entries if not prepared]
+    known = len(shapes) == len(entries)
+    if len(entries) == 1 and known:
+        return shapes[0]
+    attributes: dict[str, Any] = dict(_SYSTEM)
+    if known and shapes:
+        attributes["db.query.text"] = "; ".join(dict(shape.attributes)["db.query.text"] for shape in shapes)
+    operations = {shape.operation.upper() for shape in shapes}
+    operation = f"BATCH {operations.pop()}" if known and len(operations) == 1 else "BATCH"
+    attributes["db.operation.name"] = operation
+    # Per the conventions, an empty batch is a batch of size 0; one of one is not a batch.
+    if len(entries) != 1:
+        attributes["db.operation.batch.size"] = len(entries)
+    tables = {(shape.keyspace, dict(shape.attributes).get("db.collection.name")) for shape in shapes}
+    keyspace, table = tables.pop() if known and len(tables) == 1 else (None, None)
+    name = None
+    if table is not None:
+        attributes["db.collection.name"] = table
+        name = attributes["db.query.summary"] = f"{operation} {table}"
+    return Shape(name, operation, keyspace, False, tuple(attributes.items()))
 
 
 _SYSTEM = (("db.system.name", "cassandra"),)
@@ -283,16 +410,20 @@ _INDEX_ON = re.compile(rf"\bON\s+{_TABLE}", re.IGNORECASE)
 _BATCH = re.compile(r"\s*BEGIN\s+(?:(?:UNLOGGED|COUNTER)\s+)?BATCH\b(?:\s+USING\s+TIMESTAMP\s+\S+)?", re.IGNORECASE)
 _STATEMENT_START = re.compile(r"(?:^|;)\s*(?=(?:INSERT|UPDATE|DELETE)\b)", re.IGNORECASE | re.MULTILINE)
 _FIRST_WORD = re.compile(r"\s*(\w+)")
-#: Bind markers: the driver's ``%s`` and ``%(name)s``, and CQL's ``?`` and ``:name``.
-_MARKER = re.compile(r"%s|%\(\w+\)s|\?|(?<![\w:]):\w+")
-#: What stays as written (quoted names, bind markers, dollar-quoted bodies)
-#: and the literals replaced by ``?`` in a text that has no bind markers.
+#: One left-to-right scan: what stays as written (quoted names, which may
+#: hold a quote; cqlengine's ``%(0)s`` markers, which hold a digit), and
+#: every literal, replaced by ``?``: strings (``''`` escapes a quote, so a
+#: marker inside one is part of it), ``$$`` strings, blobs, UUIDs, numbers
+#: and durations (``1h30m``), booleans and the float words. The other bind
+#: markers (``%s``, ``?``, ``:name``) match nothing here and stay.
 _LITERAL = re.compile(
-    r"""(?P<keep>"(?:[^"]|"")*"|%\(\w+\)s|\$\$.*?\$\$)"""
+    r"""(?P<keep>"(?:[^"]|"")*"|%\(\w+\)s)"""
     r"""|'(?:[^']|'')*'"""
+    r"""|\$\$.*?\$\$"""
     r"""|\b0[xX][0-9a-fA-F]*\b"""
     r"""|\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"""
-    r"""|(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b""",
+    r"""|(?<![\w.])-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\w*"""
+    r"""|\b(?i:true|false|nan|infinity)\b""",
     re.DOTALL,
 )
 
@@ -300,7 +431,7 @@ _LITERAL = re.compile(
 @functools.lru_cache(maxsize=1024)
 def _shape_of_text(text: str) -> Shape:
     attributes: dict[str, Any] = dict(_SYSTEM)
-    attributes["db.query.text"] = text if _MARKER.search(text) else sanitized(text)
+    attributes["db.query.text"] = sanitized(text)
     keyspace: str | None = None
     table: str | None = None
     if (batch := _BATCH.match(text)) is not None:
@@ -333,7 +464,8 @@ def _shape_of_text(text: str) -> Shape:
 
 def _batch_of(body: str, attributes: dict[str, Any]) -> tuple[str, str | None, str | None]:
     """The operation (``BATCH INSERT`` when all its statements insert,
-    ``BATCH`` when they differ), keyspace and table of a batch's text, and its size."""
+    ``BATCH`` when they differ, the operation of a batch of one), keyspace
+    and table of a batch's text, and its size (two or more)."""
     body = body.rsplit("APPLY", 1)[0]
     operations: set[str] = set()
     tables: set[tuple[str | None, str]] = set()
@@ -344,7 +476,9 @@ def _batch_of(body: str, attributes: dict[str, Any]) -> tuple[str, str | None, s
             count += 1
             operations.add(found["op"].upper())
             tables.add(_qualified(found))
-    if count != 1:
+    if count == 1:  # a batch of one is that one operation
+        return next(iter(operations)), *next(iter(tables))
+    if count:  # none found: statements this does not read, of unknown count
         attributes["db.operation.batch.size"] = count
     operation = f"BATCH {next(iter(operations))}" if len(operations) == 1 else "BATCH"
     keyspace, table = next(iter(tables)) if len(tables) == 1 else (None, None)
@@ -362,5 +496,6 @@ def _unquoted(name: str) -> str:
 
 
 def sanitized(text: str) -> str:
-    """``text`` with its literals (strings, numbers, blobs, UUIDs) replaced by ``?``."""
+    """``text`` with every literal (strings, numbers, blobs, UUIDs,
+    booleans) replaced by ``?``, its bind markers kept."""
     return _LITERAL.sub(lambda m: m["keep"] or "?", text)

@@ -44,6 +44,7 @@ from .support.launcher import local_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SCOPE = "flask_cqlalchemy"
+PAGE = "flask_cqlalchemy.page.number"
 
 app = make_app(__name__, CASSANDRA_TRACING=True)
 db = CQLAlchemy(app)
@@ -168,13 +169,23 @@ def attributes(span: ReadableSpan) -> dict[str, Any]:
 
 
 def pages(found: list[ReadableSpan]) -> list[Any]:
-    return [attributes(s).get("cassandra.page.number") for s in found]
+    return [attributes(s).get(PAGE) for s in found]
 
 
-def assert_no_values(found: list[ReadableSpan]) -> None:
+def assert_no_values(found: list[ReadableSpan], *values: str) -> None:
+    """No value a statement carried is on the spans: not in an attribute,
+    the status description, or an event (its name or any attribute)."""
     for span in found:
-        text = json.dumps(attributes(span)) + " ".join(e.name for e in span.events)
-        assert SECRET not in text and "ann" not in json.dumps(attributes(span).get("db.query.text")), text
+        text = " ".join(
+            [
+                json.dumps(attributes(span)),
+                span.status.description or "",
+                *(e.name + json.dumps(dict(e.attributes or {})) for e in span.events),
+            ]
+        )
+        for value in (SECRET, *values):
+            assert value not in text, text
+        assert "ann" not in json.dumps(attributes(span).get("db.query.text")), text
 
 
 # -- one span per request ------------------------------------------------------
@@ -197,7 +208,7 @@ def test_point_read_is_one_client_span_with_the_semantic_attributes(spans):
     assert found["server.port"] == found["network.peer.port"] == 9042
     assert found["cassandra.consistency.level"] == "local_one"
     assert found["cassandra.coordinator.dc"] and found["cassandra.coordinator.id"]
-    assert found["cassandra.page.number"] == 1 and found["cassandra.page.size"] == 5000
+    assert found[PAGE] == 1 and found["cassandra.page.size"] == 5000
     assert span.end_time > span.start_time
     assert_no_values([span])
 
@@ -220,7 +231,7 @@ def test_writes_and_async_reads_are_one_span_each(spans):
         "SELECT traced_note",
         "DELETE traced_note",
     ]
-    assert "cassandra.page.number" not in attributes(found[0])
+    assert PAGE not in attributes(found[0])
     assert_no_values(found)
 
 
@@ -270,7 +281,7 @@ def test_paginate_is_a_page_and_its_one_row_look_ahead(spans):
 
         assert len(asyncio.run(second()).items) == 3
     found = spans()
-    assert [(attributes(s)["cassandra.page.number"], attributes(s)["cassandra.page.size"]) for s in found] == [
+    assert [(attributes(s)[PAGE], attributes(s)["cassandra.page.size"]) for s in found] == [
         (1, 4),
         (2, 1),
         (1, 4),  # a page asked for with a cursor is the first of that call
@@ -284,7 +295,10 @@ def test_compiled_plan_and_prepared_statement_are_one_span_each(spans):
         route = execution.route_of(db.session)
         assert route.prepared.settle(10)
         counted = spans()[-1]
-        assert route.prepared.lookup(counted.attributes["db.query.text"]) is not None
+        (count_text,) = [
+            t for t in list(route.prepared._entries) if tracing.sanitized(t) == counted.attributes["db.query.text"]
+        ]
+        assert route.prepared.lookup(count_text) is not None
         planned = compiled.read_statement(TracedNote, TracedNote._class_get_connection(), {"owner": "ann", "n": 1})
         assert planned is not None and planned[0].wire is not None
         spans.clear()
@@ -293,7 +307,7 @@ def test_compiled_plan_and_prepared_statement_are_one_span_each(spans):
         assert TracedNote.objects(owner="ann", n__gt=4).count() == 2  # bound into its prepared statement
     found = spans()
     assert [s.name for s in found] == ["SELECT traced_note"] * 3
-    assert attributes(found[0])["db.query.text"] == planned[0].describe()
+    assert attributes(found[0])["db.query.text"] == tracing.sanitized(planned[0].describe())
     assert attributes(found[2])["db.query.text"] == counted.attributes["db.query.text"]
     assert all(attributes(s)["server.address"] == HOSTS[0] and s.end_time > s.start_time for s in found)
     assert_no_values(found)
@@ -396,6 +410,92 @@ def test_prepared_statement_the_node_forgot_is_one_span_with_an_event(spans):
                 session.execute(f"DROP TABLE {KEYSPACE}.{table}")
     finally:
         raw.shutdown()
+
+
+def test_forgotten_prepared_statement_is_no_error_when_another_errback_is_slow(spans):
+    """The driver wakes ``result()`` before it runs the errbacks: another
+    wrapper of ``execute_async`` with a slow errback (an APM agent) lets the
+    seam resend before the span's errback has seen the first answer. That
+    late "unprepared" answer is still not the span's end (the resent
+    statement's answer is)."""
+    raw = Cluster(HOSTS, protocol_version=5)
+    session = raw.connect()
+    table = "forgotten_slow"
+    with app.app_context():
+        traced_session = db.session
+    armed = []
+    send = traced_session.execute_async
+
+    def slow(seconds: float) -> Any:
+        def callback(answer: Any) -> None:
+            if armed:
+                time.sleep(seconds)
+
+        return callback
+
+    def execute_async(*args: Any, **kwargs: Any) -> ResponseFuture:
+        future = send(*args, **kwargs)
+        # Registered before the span's callbacks: the unprepared answer's late
+        # errback runs while the resent statement's answer waits behind a
+        # slower callback.
+        future.add_callbacks(slow(0.2), slow(0.05))
+        return future
+
+    try:
+        with app.app_context():
+            Forgotten = type(
+                "ForgottenSlow",
+                (db.Model,),
+                {"__table_name__": table, "__module__": __name__, "pk": db.columns.Integer(primary_key=True)},
+            )
+            db.sync_table(Forgotten)
+            for pk in range(3):
+                Forgotten.create(pk=pk)
+                assert execution.route_of(traced_session).prepared.settle(10)
+            statement = compiled.insert_statement(Forgotten, Forgotten._class_get_connection(), Forgotten(pk=20))
+            assert statement is not None and statement.wire is not None
+            session.execute(f"DROP TABLE {KEYSPACE}.{table}")
+            session.execute(f"CREATE TABLE {KEYSPACE}.{table} (pk int PRIMARY KEY)")
+            traced_session.execute_async = execute_async  # type: ignore[method-assign]
+            spans.clear()
+            armed.append(True)
+            execution.send_sync(statement)
+            armed.clear()
+            time.sleep(0.5)  # the late callbacks have run
+            (span,) = spans()
+            assert span.status.status_code is StatusCode.UNSET, (span.status, dict(span.attributes or {}))
+            assert [e.name for e in span.events] == [tracing.RESENT_UNPREPARED]
+            assert session.execute(f"SELECT pk FROM {KEYSPACE}.{table}").one().pk == 20
+    finally:
+        vars(traced_session).pop("execute_async", None)
+        session.execute(f"DROP TABLE IF EXISTS {KEYSPACE}.{table}")
+        raw.shutdown()
+
+
+def test_every_sync_span_has_ended_when_the_call_returns(spans, record_figure):
+    """The driver wakes ``result()`` before it runs the callbacks: a span
+    ended only there could still be open when the caller resumes. With the
+    interpreter switching threads every microsecond, each sync call's spans
+    (a read, the pages of an iteration, a write) have ended when it returns."""
+    late = 0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with app.app_context():
+            for n in range(200):
+                spans.clear()
+                TracedNote.get(owner="ann", n=n % 7)
+                late += len(spans()) != 1
+                spans.clear()
+                assert len(list(TracedNote.objects(owner="ann").fetch_size(3))) == 7
+                late += pages(spans()) != [1, 2, 3]
+                spans.clear()
+                TracedNote.objects(owner="ann", n=n % 7).update(body=f"{SECRET}-{n % 7}")
+                late += len(spans()) != 1
+    finally:
+        sys.setswitchinterval(interval)
+    record_figure(f"tracing: switch interval 1 us, 600 sync calls: {late} returned before their spans ended")
+    assert late == 0
 
 
 # -- nesting -------------------------------------------------------------------
@@ -635,17 +735,31 @@ def test_driver_internals_the_tracing_relies_on():
     source = (Path(cassandra.cluster.__file__).parent / "cluster.py").read_text()
     # Session.execute is execute_async(...).result(): what the traced sync path does.
     assert re.search(r"def execute\(self, query.*?\n\s+return self\.execute_async\([^)]*\)\.result\(\)", source, re.S)
-    # Later pages of a ResultSet: the future's start_fetching_next_page, looked up on the instance.
+    # Later pages of a ResultSet: the future's start_fetching_next_page and result, looked up on the instance.
     assert re.search(
-        r"def fetch_next_page\(self\):.*?self\.response_future\.start_fetching_next_page\(\)", source, re.S
+        r"def fetch_next_page\(self\):.*?self\.response_future\.start_fetching_next_page\(\)"
+        r"\s+result = self\.response_future\.result\(\)",
+        source,
+        re.S,
     )
+    # The driver wakes result() before it runs the callbacks: a blocking call ends its span itself.
+    assert re.search(r"def _set_final_result\(.*?self\._event\.set\(\).*?callback_partial\(\)", source, re.S)
+    # A batch's statements: (prepared, text or query id, values), a text with its values inlined.
     # What a span reads off the answered future: the coordinator, else the host asked; the message.
     for name in ("coordinator_host", "_current_host", "message"):
         assert hasattr(ResponseFuture, name), name
     batch = BatchStatement()
-    batch.add(SimpleStatement("INSERT INTO t (a) VALUES (1)"))
-    assert len(batch) == 1
+    batch.add(SimpleStatement("INSERT INTO t (a) VALUES (%s)"), [1])
+    batch.add(SimpleStatement("DELETE FROM t WHERE a = 2"))
+    assert len(batch) == 2
+    assert batch._statements_and_parameters[0] == (False, "INSERT INTO t (a) VALUES (1)", ())
     assert tracing.shape_of(batch).operation == "BATCH"
+    # A node's error: its protocol code is in the message the driver words.
+    assert (
+        InvalidRequest("Error from server: code=2200 [Invalid query] message=...")
+        .args[0]
+        .startswith("Error from server: code=2200")
+    )
 
 
 def test_statement_texts_give_operation_table_and_no_literal():
@@ -665,7 +779,84 @@ def test_statement_texts_give_operation_table_and_no_literal():
     for text, (name, keyspace) in cases.items():
         shape = tracing.shape_of(text)
         assert (shape.name, shape.keyspace) == (name, keyspace), text
-    # Text without bind markers: its literals are not values to keep.
     inline = tracing.shape_of("SELECT * FROM t WHERE email = 'ann@example.com' AND n = 42 AND b = 0xcafe")
     assert dict(inline.attributes)["db.query.text"] == "SELECT * FROM t WHERE email = ? AND n = ? AND b = ?"
-    assert dict(tracing.shape_of("SELECT * FROM t2 WHERE k = %s LIMIT 5").attributes)["db.query.text"].endswith("5")
+    # A batch's text: its size from two statements on; a batch of one is that operation.
+    one = tracing.shape_of("BEGIN BATCH INSERT INTO ks.n (a) VALUES (%(0)s) APPLY BATCH")
+    assert (one.operation, one.name) == ("INSERT", "INSERT n")
+    assert "db.operation.batch.size" not in dict(one.attributes)
+    unread = tracing.shape_of("BEGIN BATCH something else APPLY BATCH")
+    assert unread.operation == "BATCH" and "db.operation.batch.size" not in dict(unread.attributes)
+
+
+def test_literals_never_reach_the_query_text():
+    """Every literal becomes ``?``, whatever bind markers the text has; the
+    markers are kept, and a marker inside a literal is part of the literal."""
+    cases = {
+        "INSERT INTO ks.t (a, b) VALUES (1, 'hunter2?')": "INSERT INTO ks.t (a, b) VALUES (?, ?)",
+        "UPDATE ks.users SET token = 'sk_live_abc' WHERE id = %s": "UPDATE ks.users SET token = ? WHERE id = %s",
+        "UPDATE ks.t SET a = 'it''s :secret' WHERE id = :id": "UPDATE ks.t SET a = ? WHERE id = :id",
+        "INSERT INTO ks.t (a) VALUES ($$hunter2$$)": "INSERT INTO ks.t (a) VALUES (?)",
+        'SELECT * FROM ks.note WHERE "id" = %(0)s LIMIT 10000': 'SELECT * FROM ks.note WHERE "id" = %(0)s LIMIT ?',
+        "SELECT * FROM t2 WHERE k = ? AND b = 0xCAFE AND f = -1.5e3 AND ok = true": (
+            "SELECT * FROM t2 WHERE k = ? AND b = ? AND f = ? AND ok = ?"
+        ),
+        "SELECT * FROM t WHERE u = 5f2b6f5e-1c4b-4c5e-9d8e-0123456789ab AND m = {'k': 42}": (
+            "SELECT * FROM t WHERE u = ? AND m = {?: ?}"
+        ),
+        'SELECT "it\'s" FROM t WHERE d = 1h30m': 'SELECT "it\'s" FROM t WHERE d = ?',
+    }
+    for text, expected in cases.items():
+        assert dict(tracing.shape_of(text).attributes)["db.query.text"] == expected, text
+
+
+def test_a_failure_keeps_the_server_message_off_the_span(spans):
+    """The server quotes the value it refused: the span has the error's
+    type and protocol code, never its message."""
+    with app.app_context(), pytest.raises(InvalidRequest, match="hunter2"):
+        db.execute(f"SELECT * FROM {KEYSPACE}.traced_note WHERE owner = 'ann' AND n = 'hunter2'")
+
+    async def fail() -> None:
+        await db.aio.execute(f"SELECT * FROM {KEYSPACE}.traced_note WHERE owner = 'ann' AND n = 'hunter3'")
+
+    with app.app_context(), pytest.raises(InvalidRequest, match="hunter3"):
+        asyncio.run(fail())
+    found = spans()
+    assert len(found) == 2
+    for span in found:
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == "InvalidRequest (error code 0x2200)"
+        assert attributes(span)["error.type"] == "cassandra.InvalidRequest"
+        assert attributes(span)["db.response.status_code"] == "8704"  # 0x2200, Invalid
+        (event,) = span.events
+        assert event.name == "exception" and event.attributes["exception.type"] == "cassandra.InvalidRequest"
+    assert_no_values(found, "hunter2", "hunter3")
+
+
+def test_batch_statements_sent_directly_are_batch_spans(spans):
+    table = f"{KEYSPACE}.traced_note"
+    insert = f"INSERT INTO {table} (owner, n, body) VALUES (%s, %s, %s)"
+    two = BatchStatement()
+    two.add(SimpleStatement(insert), ("dee", 1, SECRET))
+    two.add(SimpleStatement(f"DELETE FROM {table} WHERE owner = %s AND n = %s"), ("dee", 2))
+    one = BatchStatement()
+    one.add(SimpleStatement(insert), ("dee", 3, SECRET))
+    with app.app_context():
+        db.session.execute(two)
+        db.session.execute(one)
+        with BatchQuery() as batch:
+            TracedNote.batch(batch).create(owner="dee", n=4, body=SECRET)
+    found = spans()
+    assert len(found) == 3
+    two_span, one_span, query_span = (attributes(s) for s in found)
+    assert two_span["db.operation.name"] == "BATCH" and two_span["db.operation.batch.size"] == 2
+    # The driver inlines a SimpleStatement's values into a batch: they are literals now.
+    assert two_span["db.query.text"] == (
+        f"INSERT INTO {table} (owner, n, body) VALUES (?, ?, ?); DELETE FROM {table} WHERE owner = ? AND n = ?"
+    )
+    assert two_span["db.collection.name"] == "traced_note" and two_span["db.namespace"] == KEYSPACE
+    for single in (one_span, query_span):  # a batch of one is that one operation
+        assert single["db.operation.name"] == "INSERT" and "db.operation.batch.size" not in single
+    assert one_span["db.query.text"] == f"INSERT INTO {table} (owner, n, body) VALUES (?, ?, ?)"
+    assert found[1].name == found[2].name == "INSERT traced_note"
+    assert_no_values(found)
