@@ -16,9 +16,9 @@ this module is not even imported.
 The span carries the database semantic conventions: ``db.system.name``,
 ``db.namespace`` (the keyspace), ``db.operation.name``, ``db.collection.name``
 and ``db.query.summary`` when the text names one table, ``db.query.text``
-(the statement's text, its literals replaced by ``?``: never a value),
-``db.operation.batch.size``, the coordinator that answered
-(``server.address``/``server.port``, ``network.peer.*``,
+(the statement's text, its literals replaced by ``?`` and its comments
+dropped: never a value), ``db.operation.batch.size``, the coordinator that
+answered (``server.address``/``server.port``, ``network.peer.*``,
 ``cassandra.coordinator.dc``/``.id``), ``cassandra.consistency.level``,
 and for reads ``cassandra.page.size`` and ``flask_cqlalchemy.page.number``
 (1, 2... within one call). A failure is recorded on the span (status ERROR,
@@ -52,11 +52,12 @@ from .prepared import StalePreparedStatement
 #: ``Session.execute``'s positional arguments after the parameters, in order.
 _EXECUTE_ARGUMENTS = ("timeout", "trace", "custom_payload", "execution_profile", "paging_state", "host", "execute_as")
 _INSTRUMENTATION_CASSANDRA = "opentelemetry.instrumentation.cassandra"
-#: The event of a statement the node no longer knew prepared, sent again unprepared.
-RESENT_UNPREPARED = "cassandra.prepared_statement.resent_unprepared"
+#: The event of a statement the node no longer knew prepared, sent again
+#: unprepared: like the page number, this extension's own name.
+RESENT_UNPREPARED = "flask_cqlalchemy.prepared_statement.resent_unprepared"
 #: The number of a read's request within one call (1, 2...): this
 #: extension's own attribute, outside the ``cassandra.*`` namespace the
-#: semantic conventions own.
+#: semantic conventions own (as is the event above).
 PAGE_NUMBER = "flask_cqlalchemy.page.number"
 
 
@@ -408,16 +409,25 @@ _SCHEMA = re.compile(
 _NAMED = re.compile(rf"{_IF_EXISTS}{_TABLE}", re.IGNORECASE)
 _INDEX_ON = re.compile(rf"\bON\s+{_TABLE}", re.IGNORECASE)
 _BATCH = re.compile(r"\s*BEGIN\s+(?:(?:UNLOGGED|COUNTER)\s+)?BATCH\b(?:\s+USING\s+TIMESTAMP\s+\S+)?", re.IGNORECASE)
-_STATEMENT_START = re.compile(r"(?:^|;)\s*(?=(?:INSERT|UPDATE|DELETE)\b)", re.IGNORECASE | re.MULTILINE)
+# A statement starts the body, or follows a ";" or a line break; the spaces
+# after that are taken too, so a line break they hold is not a second start.
+_STATEMENT_START = re.compile(r"(?:\A|;|\n)\s*(?=(?:INSERT|UPDATE|DELETE)\b)", re.IGNORECASE)
 _FIRST_WORD = re.compile(r"\s*(\w+)")
 #: One left-to-right scan: what stays as written (quoted names, which may
-#: hold a quote; cqlengine's ``%(0)s`` markers, which hold a digit), and
-#: every literal, replaced by ``?``: strings (``''`` escapes a quote, so a
-#: marker inside one is part of it), ``$$`` strings, blobs, UUIDs, numbers
-#: and durations (``1h30m``), booleans and the float words. The other bind
-#: markers (``%s``, ``?``, ``:name``) match nothing here and stay.
+#: hold a quote; cqlengine's ``%(0)s`` markers, which hold a digit), the
+#: comments (``--`` and ``//`` to the end of the line, ``/* */``, unnested as
+#: in CQL, or to the end of the text when unclosed), with the spaces before
+#: them (and after a ``/* */``), and every literal, replaced by ``?``:
+#: strings (``''`` escapes a quote, so a marker inside one is part of it),
+#: ``$$`` strings, blobs, UUIDs, numbers and durations (``1h30m``), booleans
+#: and the float words. The other bind markers (``%s``, ``?``, ``:name``)
+#: match nothing here and stay. A comment is matched where it starts, before
+#: any string (a quote in a comment opens nothing); comment markers inside a
+#: string or a quoted name are part of it.
 _LITERAL = re.compile(
     r"""(?P<keep>"(?:[^"]|"")*"|%\(\w+\)s)"""
+    r"""|(?P<line>[ \t]*(?:--|//)[^\r\n]*(?P<eol>\r\n|\n|\r)?)"""
+    r"""|(?P<block>[ \t]*/\*.*?(?:\*/[ \t]*|\Z))"""
     r"""|'(?:[^']|'')*'"""
     r"""|\$\$.*?\$\$"""
     r"""|\b0[xX][0-9a-fA-F]*\b"""
@@ -428,8 +438,26 @@ _LITERAL = re.compile(
 )
 
 
+def _uncommented(match: re.Match[str]) -> str | None:
+    """What a comment of :data:`_LITERAL` leaves in the text (None if
+    ``match`` is no comment): nothing at either end of the text or next to a
+    line break; else what separated the words on either side (a line end
+    for ``--``/``//``, a space for ``/* */``)."""
+    if match["line"] is None and match["block"] is None:
+        return None
+    text, start, end = match.string, match.start(), match.end()
+    if start == 0 or end == len(text) or text[start - 1].isspace():
+        return ""
+    if match["line"] is not None:
+        return match["eol"] or ""
+    return "" if text[end].isspace() else " "
+
+
 @functools.lru_cache(maxsize=1024)
 def _shape_of_text(text: str) -> Shape:
+    # Read without its comments: what a comment says (FROM elsewhere, a
+    # quote) is not the statement's.
+    text = without_comments(text)
     attributes: dict[str, Any] = dict(_SYSTEM)
     attributes["db.query.text"] = sanitized(text)
     keyspace: str | None = None
@@ -497,5 +525,21 @@ def _unquoted(name: str) -> str:
 
 def sanitized(text: str) -> str:
     """``text`` with every literal (strings, numbers, blobs, UUIDs,
-    booleans) replaced by ``?``, its bind markers kept."""
-    return _LITERAL.sub(lambda m: m["keep"] or "?", text)
+    booleans) replaced by ``?`` and its comments dropped, its bind markers
+    kept."""
+
+    def replace(match: re.Match[str]) -> str:
+        kept = match["keep"] or _uncommented(match)
+        return "?" if kept is None else kept
+
+    return _LITERAL.sub(replace, text)
+
+
+def without_comments(text: str) -> str:
+    """``text`` with its comments dropped, everything else as written."""
+
+    def replace(match: re.Match[str]) -> str:
+        kept = _uncommented(match)
+        return match[0] if kept is None else kept
+
+    return _LITERAL.sub(replace, text)

@@ -22,11 +22,12 @@ from typing import Any
 
 import cassandra.cluster
 import pytest
-from cassandra import InvalidRequest, OperationTimedOut
+from cassandra import AlreadyExists, InvalidRequest, OperationTimedOut
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.cqlengine.query import BatchQuery
 from cassandra.policies import RoundRobinPolicy
-from cassandra.query import BatchStatement, SimpleStatement
+from cassandra.protocol import AlreadyExistsException, InvalidRequestException, ServerError, UnavailableErrorMessage
+from cassandra.query import BatchStatement, PreparedStatement, SimpleStatement
 from flask import jsonify
 from opentelemetry import trace
 from opentelemetry.instrumentation.cassandra import CassandraInstrumentor
@@ -45,6 +46,7 @@ from .support.launcher import local_cluster
 ROOT = Path(__file__).resolve().parent.parent
 SCOPE = "flask_cqlalchemy"
 PAGE = "flask_cqlalchemy.page.number"
+RESENT = "flask_cqlalchemy.prepared_statement.resent_unprepared"
 
 app = make_app(__name__, CASSANDRA_TRACING=True)
 db = CQLAlchemy(app)
@@ -404,7 +406,7 @@ def test_prepared_statement_the_node_forgot_is_one_span_with_an_event(spans):
 
                     asyncio.run(send())
                 (span,) = spans()
-                assert [e.name for e in span.events] == [tracing.RESENT_UNPREPARED], face
+                assert [e.name for e in span.events] == [RESENT], face
                 assert span.status.status_code is StatusCode.UNSET, face
                 assert session.execute(f"SELECT pk FROM {KEYSPACE}.{table}").one().pk == 20
                 session.execute(f"DROP TABLE {KEYSPACE}.{table}")
@@ -464,7 +466,7 @@ def test_forgotten_prepared_statement_is_no_error_when_another_errback_is_slow(s
             time.sleep(0.5)  # the late callbacks have run
             (span,) = spans()
             assert span.status.status_code is StatusCode.UNSET, (span.status, dict(span.attributes or {}))
-            assert [e.name for e in span.events] == [tracing.RESENT_UNPREPARED]
+            assert [e.name for e in span.events] == [RESENT]
             assert session.execute(f"SELECT pk FROM {KEYSPACE}.{table}").one().pk == 20
     finally:
         vars(traced_session).pop("execute_async", None)
@@ -744,22 +746,33 @@ def test_driver_internals_the_tracing_relies_on():
     )
     # The driver wakes result() before it runs the callbacks: a blocking call ends its span itself.
     assert re.search(r"def _set_final_result\(.*?self\._event\.set\(\).*?callback_partial\(\)", source, re.S)
-    # A batch's statements: (prepared, text or query id, values), a text with its values inlined.
     # What a span reads off the answered future: the coordinator, else the host asked; the message.
     for name in ("coordinator_host", "_current_host", "message"):
         assert hasattr(ResponseFuture, name), name
+    # A batch's statements: (prepared, text or query id, values), a text with its values inlined.
     batch = BatchStatement()
     batch.add(SimpleStatement("INSERT INTO t (a) VALUES (%s)"), [1])
     batch.add(SimpleStatement("DELETE FROM t WHERE a = 2"))
     assert len(batch) == 2
     assert batch._statements_and_parameters[0] == (False, "INSERT INTO t (a) VALUES (1)", ())
     assert tracing.shape_of(batch).operation == "BATCH"
-    # A node's error: its protocol code is in the message the driver words.
-    assert (
-        InvalidRequest("Error from server: code=2200 [Invalid query] message=...")
-        .args[0]
-        .startswith("Error from server: code=2200")
-    )
+    prepared = PreparedStatement([], b"id", None, "INSERT INTO t (a) VALUES (?)", "ks", 5, None, None)
+    batch.add(prepared, [])
+    assert batch._statements_and_parameters[2][:2] == (True, b"id")  # the id, no text
+    assert "db.query.text" not in dict(tracing.shape_of(batch).attributes)
+    # A node's error: the exception the driver makes of it carries ErrorMessage.summary_msg()
+    # ("Error from server: code=XXXX ..."), the code the span reads; an ErrorMessage without an
+    # exception of its own is raised as it is, with its code; AlreadyExists says no code.
+    invalid = InvalidRequestException(code=0x2200, message="Invalid STRING constant (hunter2)", info=None)
+    assert invalid.to_exception().args[0] == invalid.summary_msg()
+    assert invalid.summary_msg().startswith("Error from server: code=2200 ")
+    unavailable = UnavailableErrorMessage(code=0x1000, message="m", info={"consistency": 1, "required_replicas": 1})
+    server = ServerError(code=0x0000, message="m", info=None)
+    exists = AlreadyExistsException(code=0x2400, message="m", info={"keyspace": "ks", "table": "t"})
+    assert server.to_exception() is server
+    assert isinstance(exists.to_exception(), AlreadyExists) and "code" not in str(exists.to_exception())
+    for error, code in ((invalid, 0x2200), (unavailable, 0x1000), (server, 0x0000), (exists, 0x2400)):
+        assert tracing._status_code(error.to_exception()) == code, error
 
 
 def test_statement_texts_give_operation_table_and_no_literal():
@@ -785,6 +798,14 @@ def test_statement_texts_give_operation_table_and_no_literal():
     one = tracing.shape_of("BEGIN BATCH INSERT INTO ks.n (a) VALUES (%(0)s) APPLY BATCH")
     assert (one.operation, one.name) == ("INSERT", "INSERT n")
     assert "db.operation.batch.size" not in dict(one.attributes)
+    # A statement at the start of a line is counted once, and one in a comment not at all.
+    for text in (
+        "BEGIN BATCH\nINSERT INTO ks.n (a) VALUES (1)\nAPPLY BATCH",
+        "BEGIN BATCH -- INSERT INTO ks.n (a) VALUES (2)\nINSERT INTO ks.n (a) VALUES (1)\nAPPLY BATCH",
+    ):
+        assert tracing.shape_of(text).operation == "INSERT", text
+    two = tracing.shape_of("BEGIN BATCH\nINSERT INTO ks.n (a) VALUES (1);\nDELETE FROM ks.n WHERE a = 2;\nAPPLY BATCH")
+    assert dict(two.attributes)["db.operation.batch.size"] == 2
     unread = tracing.shape_of("BEGIN BATCH something else APPLY BATCH")
     assert unread.operation == "BATCH" and "db.operation.batch.size" not in dict(unread.attributes)
 
@@ -805,9 +826,24 @@ def test_literals_never_reach_the_query_text():
             "SELECT * FROM t WHERE u = ? AND m = {?: ?}"
         ),
         'SELECT "it\'s" FROM t WHERE d = 1h30m': 'SELECT "it\'s" FROM t WHERE d = ?',
+        # Comments (--, //, /* */) are dropped, with what they hold: a literal
+        # in one never shows, and a quote in one does not open a string.
+        "SELECT * FROM t -- 'hunter2'\nWHERE a = 1": "SELECT * FROM t\nWHERE a = ?",
+        "SELECT * FROM t WHERE a = ? // don't log 42\nAND b = 'x'": "SELECT * FROM t WHERE a = ?\nAND b = ?",
+        "UPDATE t SET a = ? /* was 'sk_live_abc' */ WHERE id = ?": "UPDATE t SET a = ? WHERE id = ?",
+        "/* it's */ INSERT INTO ks.t (a) VALUES ('hunter2') -- done": "INSERT INTO ks.t (a) VALUES (?)",
+        "-- a note\nSELECT a/**/FROM t WHERE b = /* 1 */ 2 /* 'hunter2": "SELECT a FROM t WHERE b = ?",
+        "SELECT * FROM t WHERE a = 5--it's 7\n": "SELECT * FROM t WHERE a = ?",
+        # Comment markers inside a string or a quoted name are not comments.
+        "INSERT INTO t (\"a--b\", c, d) VALUES ('-- hunter2', '/* x */', $$// y$$)": (
+            'INSERT INTO t ("a--b", c, d) VALUES (?, ?, ?)'
+        ),
     }
     for text, expected in cases.items():
         assert dict(tracing.shape_of(text).attributes)["db.query.text"] == expected, text
+    # What a comment says is not read for the operation and table either.
+    commented = tracing.shape_of("/* it's */ SELECT a -- FROM hunter2\nFROM ks.note WHERE b = 'x'")
+    assert (commented.name, commented.keyspace) == ("SELECT note", "ks")
 
 
 def test_a_failure_keeps_the_server_message_off_the_span(spans):
