@@ -149,6 +149,8 @@ cassandra.cluster
     ResponseFuture.coordinator_host     the host that answered, None until then [tracing]
     ResponseFuture._current_host        the host asked, read when no answer came (a timeout) [tracing]
     ResponseFuture.message              the request sent: its consistency_level and fetch_size [tracing]
+    ResponseFuture.result               shadowed per future by an instance attribute that calls it [tracing]
+    ResponseFuture._set_final_result    wakes result() before it runs the callbacks: result() ends the span [tracing]
     ResultSet.__init__                  built by us from a future and its first page of rows
     ResultSet.fetch_next_page           calls response_future.start_fetching_next_page(), an instance lookup [tracing]
     ControlConnection._handle_schema_change   wrapped per instance: each SCHEMA_CHANGE event (a dict) passes [node]
@@ -163,6 +165,7 @@ cassandra.cluster
     NoHostAvailable.__init__            message, errors: args[1] is host -> error (each Unavailable: test_multidc)
 cassandra.query
     BatchStatement.__len__              the number of statements added (the span's batch size) [tracing]
+    BatchStatement._statements_and_parameters   (is prepared, text or query id, values); values inlined [tracing]
     BoundStatement.prepared_statement   instance attribute: the prepared statement of a bound one
     PreparedStatement.column_metadata   instance attribute: the bind markers' columns (name, type)
 cassandra.policies
@@ -170,8 +173,14 @@ cassandra.policies
     DCAwareRoundRobinPolicy.local_dc    given "": set at connect to the first contact point's DC (test_multidc)
 cassandra.datastax.cloud
     read_metadata_info                  a plain DriverException when the metadata service is down (test_security)
+cassandra
+    AlreadyExists.__init__              keyspace, table: no protocol code in its message (see below) [tracing]
 cassandra.protocol
     ColumnMetadata                      each bind marker's column: .type, .keyspace_name, .table_name (staleness)
+    ErrorMessage                        a node's error; raised as is when it has no exception (ServerError) [tracing]
+    ErrorMessage.code                   instance attribute: the protocol code (db.response.status_code) [tracing]
+    ErrorMessage.summary_msg            "Error from server: code=XXXX ...": args[0] of its exceptions [tracing]
+    AlreadyExistsException.error_code   0x2400, the code of an AlreadyExists [tracing]
 cassandra.cqltypes
     _CassandraType.subtypes             the parameter types of a parameterized type (empty otherwise)
     UserType.fieldnames                 field names of a UDT type class (make_udt_class)
@@ -245,7 +254,8 @@ from cassandra.cqlengine import query as cqlengine_query
 from cassandra.cqlengine.query import BatchQuery, LWTException, ModelQuerySet, check_applied
 from cassandra.metadata import TableMetadata
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import SimpleStatement, dict_factory
+from cassandra.protocol import ErrorMessage
+from cassandra.query import BatchStatement, SimpleStatement, dict_factory
 from flask import Flask
 from flask.globals import _cv_app
 from flask.json.provider import DefaultJSONProvider, JSONProvider
@@ -498,6 +508,8 @@ INTERNALS = [
     Internal(FUTURE, "coordinator_host", attr(), "tracing"),
     Internal(FUTURE, "_current_host", attr(), "tracing"),
     Internal(FUTURE, "message", inst(), "tracing"),
+    Internal(FUTURE, "result", method(), "tracing"),
+    Internal(FUTURE, "_set_final_result", method("response"), "tracing"),
     Internal(f"{CL}:ResultSet", "__init__", method("response_future", "initial_response"), "execution"),
     Internal(f"{CL}:ResultSet", "fetch_next_page", method(), "tracing"),
     Internal(f"{CL}:ControlConnection", "_handle_schema_change", method("event"), "schema_watch"),
@@ -516,12 +528,18 @@ INTERNALS = [
     Internal(f"{CL}:ProfileManager", "default", prop(), "topology"),
     Internal(f"{CL}:NoHostAvailable", "__init__", method("message", "errors"), "extension"),
     Internal("cassandra.query:BatchStatement", "__len__", method(), "tracing"),
+    Internal("cassandra.query:BatchStatement", "_statements_and_parameters", inst(list), "tracing"),
     Internal("cassandra.query:BoundStatement", "prepared_statement", inst(), "schema_watch"),
     Internal("cassandra.query:PreparedStatement", "column_metadata", inst(list), "prepared"),
     Internal("cassandra.policies:TokenAwarePolicy", "_child_policy", inst(), "topology"),
     Internal("cassandra.policies:DCAwareRoundRobinPolicy", "local_dc", inst(str), "topology"),
     Internal("cassandra.datastax.cloud", "read_metadata_info", method("config", "cloud_config"), "extension"),
+    Internal("cassandra:AlreadyExists", "__init__", method("keyspace", "table"), "tracing"),
     Internal("cassandra.protocol", "ColumnMetadata", klass(tuple), "prepared"),
+    Internal("cassandra.protocol", "ErrorMessage", klass(Exception), "tracing"),
+    Internal("cassandra.protocol:ErrorMessage", "code", inst(int), "tracing"),
+    Internal("cassandra.protocol:ErrorMessage", "summary_msg", method(), "tracing"),
+    Internal("cassandra.protocol:AlreadyExistsException", "error_code", attr(int), "tracing"),
     Internal(f"{CT}:_CassandraType", "subtypes", attr(tuple), "prepared"),
     Internal(f"{CT}:UserType", "fieldnames", inst(tuple), "prepared"),
     Internal(CT, "UserType", klass(cqltypes.TupleType), "prepared"),
@@ -635,6 +653,8 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     VM: lambda: Plain(part=1, sort=2)._values["note"],
     FUTURE: _response_future,
     "cassandra.query:BoundStatement": _bound,
+    "cassandra.query:BatchStatement": lambda: BatchStatement(),
+    "cassandra.protocol:ErrorMessage": lambda: ErrorMessage(0x2200, "probe", None),
     "cassandra.query:PreparedStatement": _prepared,
     f"{CT}:UserType": _udt_type,  # a UDT type class: fieldnames is set on each
     "cassandra.metadata:TableMetadata": lambda: TableMetadata("ks", "t"),
