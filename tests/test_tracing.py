@@ -838,6 +838,9 @@ def test_literals_never_reach_the_query_text():
         "INSERT INTO t (\"a--b\", c, d) VALUES ('-- hunter2', '/* x */', $$// y$$)": (
             'INSERT INTO t ("a--b", c, d) VALUES (?, ?, ?)'
         ),
+        # A string never closed (the node refuses the statement) is a string to the end.
+        "INSERT INTO ks.t (a, b) VALUES (1, 'hunter2, 3)": "INSERT INTO ks.t (a, b) VALUES (?, ?",
+        "INSERT INTO ks.t (a) VALUES ($$hunter2)": "INSERT INTO ks.t (a) VALUES (?",
     }
     for text, expected in cases.items():
         assert dict(tracing.shape_of(text).attributes)["db.query.text"] == expected, text
